@@ -1,0 +1,3 @@
+"""cirbench: composed image retrieval benchmarks under one protocol."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,58 @@
+"""Backbones: frozen encoders that turn images and texts into :class:`~cirbench.method.Features`.
+
+``build_backbone(spec, weights)`` follows open_clip's factory: ``spec`` names an
+architecture, ``weights`` is a pretrained tag or a local file.
+
+============================  ==========================================================
+spec                          weights
+============================  ==========================================================
+``tiny``                      ``shapes`` (default: warm-started on the generated shapes
+                              data, built once and cached), ``random``, or a local file
+``open_clip:<arch>``          an open_clip pretrained tag (``openai``, ...) or a local
+                              checkpoint file; none = random init (with a warning)
+============================  ==========================================================
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional
+
+from ..errors import ConfigError
+from .base import Backbone
+
+_FACTORIES: Dict[str, Callable[..., Backbone]] = {}
+_DESCRIPTIONS: Dict[str, str] = {}
+
+
+def register_backbone(prefix: str, description: str):
+    """Register a factory ``f(arch, weights, cache_dir) -> Backbone`` for specs ``prefix[:arch]``."""
+
+    def wrap(fn):
+        _FACTORIES[prefix] = fn
+        _DESCRIPTIONS[prefix] = description
+        return fn
+
+    return wrap
+
+
+def list_backbones() -> Dict[str, str]:
+    _import_builtin()
+    return dict(sorted(_DESCRIPTIONS.items()))
+
+
+def build_backbone(spec: str, weights: Optional[str] = None, cache_dir=None) -> Backbone:
+    """Build the backbone named by ``spec`` (see the module docstring)."""
+    _import_builtin()
+    prefix, _, arch = spec.partition(":")
+    if prefix not in _FACTORIES:
+        raise ConfigError(
+            f"unknown backbone {spec!r}; known: {', '.join(_FACTORIES)} (`cirbench list backbones`). "
+            "For any open_clip model write open_clip:<arch>, e.g. open_clip:ViT-B-32."
+        )
+    return _FACTORIES[prefix](arch or None, weights, cache_dir)
+
+
+def _import_builtin() -> None:
+    from . import openclip  # noqa: F401  (registers tiny and open_clip)
+
+
+__all__: List[str] = ["Backbone", "build_backbone", "list_backbones", "register_backbone"]

@@ -1,0 +1,119 @@
+"""A benchmark grid: methods × datasets × noise rates × seeds, from CLI options or a YAML spec.
+
+The spec file uses the same names as ``cirbench run``'s options::
+
+    methods: [clip4cir, ncl-cir]        # names or wildcards, default: every registered method
+    datasets: [shapes-fashioniq, shapes-cirr]
+    noise: {type: mixed, rates: [0, 0.2, 0.5, 0.8], seed: 0}
+    seeds: [0, 1, 2]
+    backbone: tiny                      # or open_clip:ViT-B-32
+    weights: null                       # pretrained tag or local file
+    data_root: {fashioniq: /data/fashionIQ_dataset, cirr: /data/cirr_dataset}
+    epochs: 10
+    batch_size: 128
+    hparams: {clip4cir: {lr: 0.001}}
+    exclude_reference: false
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from . import datasets
+from .errors import ConfigError
+from .noise import NOISE_TYPES
+from .registry import expand_methods
+from .runs import RunSpec
+
+DEFAULT_DATASETS = ["shapes-fashioniq", "shapes-cirr"]
+DEFAULT_RATES = [0.0, 0.2, 0.5, 0.8]
+QUICK = {"epochs": 2, "rates": [0.0, 0.5], "train_limit": 1200}
+
+
+@dataclass
+class Grid:
+    methods: List[str] = field(default_factory=lambda: ["*"])
+    datasets: List[str] = field(default_factory=lambda: list(DEFAULT_DATASETS))
+    noise_type: str = "mixed"
+    noise_rates: List[float] = field(default_factory=lambda: list(DEFAULT_RATES))
+    noise_seed: int = 0
+    seeds: List[int] = field(default_factory=lambda: [0])
+    backbone: str = "tiny"
+    weights: Optional[str] = None
+    data_root: Dict[str, str] = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 128
+    hparams: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    exclude_reference: bool = False
+    train_limit: Optional[int] = None
+
+    def validate(self) -> "Grid":
+        if self.noise_type not in NOISE_TYPES:
+            raise ConfigError(f"unknown noise type {self.noise_type!r}; choose from {', '.join(NOISE_TYPES)}")
+        for r in self.noise_rates:
+            if not isinstance(r, (int, float)) or isinstance(r, bool) or math.isnan(r) or not 0 <= r <= 1:
+                raise ConfigError(f"noise rate must be a number in [0, 1], got {r!r}")
+        for d in self.datasets:
+            datasets.layout_of(d)
+        for key in self.data_root:
+            if key not in datasets.DATASETS or datasets.is_generated(key):
+                raise ConfigError(f"data_root names {key!r}, which is not a real dataset (fashioniq, cirr)")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError("epochs must be >= 1 and batch_size >= 2")
+        self.methods = expand_methods(self.methods)
+        for name in self.hparams:
+            if name not in self.methods and name.split(":")[0] not in self.methods:
+                raise ConfigError(f"hparams given for {name!r}, which is not in this grid's methods")
+        return self
+
+    def cells(self) -> List[RunSpec]:
+        self.validate()
+        out = []
+        for dataset, method, rate, seed in itertools.product(self.datasets, self.methods, self.noise_rates, self.seeds):
+            out.append(RunSpec(
+                method=method, dataset=dataset, noise_type=self.noise_type, noise_rate=float(rate),
+                noise_seed=self.noise_seed, seed=seed, backbone=self.backbone, weights=self.weights,
+                epochs=self.epochs, batch_size=self.batch_size, hparams=dict(self.hparams.get(method, {})),
+                data_root=self.data_root.get(dataset), exclude_reference=self.exclude_reference,
+                train_limit=self.train_limit,
+            ))
+        return out
+
+
+_SPEC_KEYS = {"methods", "datasets", "noise", "seeds", "backbone", "weights", "data_root", "epochs",
+              "batch_size", "hparams", "exclude_reference", "train_limit"}
+_NOISE_KEYS = {"type", "rates", "seed"}
+
+
+def load_spec(path: Path) -> Dict[str, Any]:
+    """Read a YAML spec into Grid keyword arguments, naming any unknown or malformed key."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"spec file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"spec file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"spec file {path} must be a mapping of option names to values")
+    unknown = sorted(set(raw) - _SPEC_KEYS)
+    if unknown:
+        raise ConfigError(f"spec file {path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_SPEC_KEYS))}")
+    kw: Dict[str, Any] = {k: v for k, v in raw.items() if k != "noise"}
+    noise = raw.get("noise") or {}
+    if not isinstance(noise, dict) or set(noise) - _NOISE_KEYS:
+        raise ConfigError(f"spec file {path}: 'noise' takes {', '.join(sorted(_NOISE_KEYS))}")
+    for src, dst in (("type", "noise_type"), ("rates", "noise_rates"), ("seed", "noise_seed")):
+        if src in noise:
+            kw[dst] = noise[src]
+    for key in ("methods", "datasets", "noise_rates", "seeds"):
+        if key in kw and not isinstance(kw[key], list):
+            kw[key] = [kw[key]]
+    if "data_root" in kw and not isinstance(kw["data_root"], dict):
+        raise ConfigError(f"spec file {path}: data_root must map dataset names to folders")
+    return kw

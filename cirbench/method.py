@@ -1,0 +1,167 @@
+"""The method interface: what a CIR method must say, and the hooks it may use.
+
+A method is a ``torch.nn.Module`` over backbone features. It says three things:
+
+* ``compose(reference, text)`` — the query embedding for a reference image and a text;
+* ``embed_target(image)`` — the embedding a candidate image is ranked by (default: the
+  backbone's global image embedding);
+* ``loss(batch, ctx)`` — the training objective (default: InfoNCE over the batch).
+
+and may use these hooks: ``on_epoch_start(ctx)`` (GMM fits, negative refresh),
+``stages()`` (extra training stages, e.g. SPN's static-bank stage 2), and
+``clean_probabilities()`` (per-triplet clean probabilities, scored against the noise
+manifest). Hyper-parameters are a dataclass ``Hparams`` on the class; users override them
+by name from the CLI or a spec file.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ConfigError
+from .losses import info_nce
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .training import TrainContext
+
+
+@dataclass
+class Features:
+    """Backbone outputs for a batch of images or texts, in the joint embedding space.
+
+    ``embed`` [B, D] is the global embedding (not normalised). ``tokens`` [B, T, D] are the
+    token features projected into the same space (images: global token first, then patches;
+    texts: start token, words, end token), present only for methods with ``needs_tokens``;
+    ``mask`` [B, T] marks real (non-padding) tokens.
+    """
+
+    embed: Tensor
+    tokens: Optional[Tensor] = None
+    mask: Optional[Tensor] = None
+
+    def __getitem__(self, rows) -> "Features":
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        return Features(self.embed[rows], pick(self.tokens), pick(self.mask))
+
+    def to(self, device, dtype: Optional[torch.dtype] = None) -> "Features":
+        move = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else None)  # noqa: E731
+        return Features(move(self.embed), move(self.tokens), move(self.mask))
+
+
+@dataclass
+class Batch:
+    """A training batch: features of references, texts and targets, and where they came from.
+
+    ``index`` holds the triplets' positions in the training set (for per-triplet state such as
+    clean probabilities); ``target_rows`` the targets' rows in the image table (to spot the
+    same target twice in a batch).
+    """
+
+    index: Tensor
+    reference: Features
+    text: Features
+    target: Features
+    target_rows: Tensor
+
+
+@dataclass
+class Stage:
+    """One training stage: which parameters train, with which loss, for how long.
+
+    ``parameters`` and ``loss`` are callables so that a stage can freeze parts that earlier
+    stages trained (SPN's stage 2). ``lr`` / ``batch_size`` default to the run's.
+    """
+
+    name: str
+    epochs: int
+    parameters: Callable[[], Iterable[nn.Parameter]]
+    loss: Callable[["Batch", "TrainContext"], Tensor]
+    lr: Optional[float] = None
+    batch_size: Optional[int] = None
+
+
+@dataclass
+class Dims:
+    """Sizes a method needs to build its layers."""
+
+    embed: int
+    tokens: int = 0
+
+
+class Method(nn.Module):
+    """Base class of every CIR method (see the module docstring)."""
+
+    name: str = "?"  # set by @register_method
+    needs_tokens: bool = False
+
+    @dataclass
+    class Hparams:
+        lr: float = 1e-3
+        weight_decay: float = 1e-2
+        temperature: float = 0.01
+
+    def __init__(self, dims: Dims, hparams: Optional["Method.Hparams"] = None):
+        super().__init__()
+        self.dims = dims
+        self.hp = hparams if hparams is not None else self.Hparams()
+
+    # -- what every method says -------------------------------------------------------
+    def compose(self, reference: Features, text: Features) -> Tensor:
+        raise NotImplementedError
+
+    def embed_target(self, image: Features) -> Tensor:
+        return image.embed
+
+    def loss(self, batch: Batch, ctx: "TrainContext") -> Tensor:
+        query = F.normalize(self.compose(batch.reference, batch.text), dim=-1)
+        target = F.normalize(self.embed_target(batch.target), dim=-1)
+        return info_nce(query, target, self.hp.temperature)
+
+    # -- hooks ----------------------------------------------------------------------------
+    def on_epoch_start(self, ctx: "TrainContext") -> None:
+        """Called before every epoch of every stage (after loading a checkpoint on resume)."""
+
+    def stages(self, epochs: int) -> List[Stage]:
+        """The training stages; by default one stage that trains everything with ``loss``."""
+        return [Stage("main", epochs, self.parameters, self.loss)]
+
+    def clean_probabilities(self) -> Optional[np.ndarray]:
+        """Per-training-triplet probability of being clean, if the method estimates one."""
+        return None
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def make_hparams(cls, overrides: Optional[Dict[str, Any]] = None) -> "Method.Hparams":
+        """``Hparams`` with user overrides applied; unknown names are a clear error."""
+        overrides = dict(overrides or {})
+        valid = {f.name: f for f in dataclasses.fields(cls.Hparams)}
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"method {cls.name!r} has no hyper-parameter {', '.join(map(repr, unknown))}; "
+                f"it takes: {', '.join(sorted(valid))}"
+            )
+        for key, value in overrides.items():
+            default = getattr(cls.Hparams(), key)
+            if isinstance(default, bool) and isinstance(value, str):
+                value = value.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+                try:
+                    value = type(default)(float(value)) if isinstance(default, int) else float(value)
+                except ValueError:
+                    raise ConfigError(f"{cls.name}.{key} must be a number, got {value!r}") from None
+            overrides[key] = value
+        return cls.Hparams(**overrides)
+
+
+def hparams_dict(hp: Any) -> Dict[str, Any]:
+    return dataclasses.asdict(hp)
+
+
+__all__ = ["Batch", "Dims", "Features", "Method", "Stage", "hparams_dict"]

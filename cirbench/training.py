@@ -1,0 +1,226 @@
+"""The training loop every method shares: stages, epochs, validation, checkpoints, resume.
+
+Everything the hot loop touches lives on the training device: frozen backbone features in
+:class:`TrainingSet`, row indices, the per-epoch shuffle and caption choices (drawn on the CPU
+once per epoch, moved once). The loss is read back to the host once per epoch, never per
+step, so a CUDA step never waits on the host. On CUDA the step runs under bf16 autocast.
+
+A checkpoint (method and optimizer state, stage, epoch, history, best metrics) is written
+atomically after every epoch; a run started again continues after the last finished epoch and,
+because every epoch reseeds from (seed, stage, epoch), ends with the same numbers as an
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .data.triplets import Triplet, train_texts
+from .features import FeatureTable
+from .method import Batch, Method
+
+log = logging.getLogger("cirbench")
+
+
+class TrainingSet:
+    """Training triplets as rows into feature tables, kept on the training device."""
+
+    def __init__(self, layout: str, triplets: Sequence[Triplet], images: FeatureTable, texts: FeatureTable):
+        self.layout = layout
+        self.triplets = list(triplets)
+        self.images = images
+        self.texts = texts
+        device = images.features.embed.device
+        self.reference_rows = images.rows([t.reference for t in self.triplets]).to(device)
+        self.target_rows = images.rows([t.target for t in self.triplets]).to(device)
+        variants = [train_texts(layout, t) for t in self.triplets]
+        width = max(len(v) for v in variants)
+        self.text_rows = torch.stack(
+            [texts.rows([v[i % len(v)] for i in range(width)]) for v in variants]
+        ).to(device) if self.triplets else torch.zeros(0, 1, dtype=torch.long, device=device)
+
+    def __len__(self) -> int:
+        return len(self.triplets)
+
+    @property
+    def device(self) -> torch.device:
+        return self.reference_rows.device
+
+    def batch(self, index: Tensor, variant: Optional[Tensor] = None) -> Batch:
+        """The batch of triplets ``index``; ``variant`` picks each one's caption (default: the first,
+        which for FashionIQ is the evaluation form "<c1> and <c2>")."""
+        if variant is None:
+            text_rows = self.text_rows[index, 0]
+        else:
+            text_rows = self.text_rows.gather(1, variant[:, None]).squeeze(1)
+        target_rows = self.target_rows[index]
+        return Batch(index, self.images.features[self.reference_rows[index]],
+                     self.texts.features[text_rows], self.images.features[target_rows], target_rows)
+
+    def batches(self, batch_size: int, generator: Optional[torch.Generator] = None,
+                drop_last: bool = False) -> Iterator[Batch]:
+        """Shuffled batches with random captions when ``generator`` is given; else in order, first caption."""
+        n = len(self)
+        if generator is None:
+            order, variants = torch.arange(n, device=self.device), None
+        else:
+            order = torch.randperm(n, generator=generator).to(self.device)
+            variants = torch.randint(self.text_rows.shape[1], (n,), generator=generator).to(self.device)
+            variants = variants[order]
+        stop = n - n % batch_size if drop_last and n >= batch_size else n
+        for start in range(0, stop, batch_size):
+            yield self.batch(order[start:start + batch_size],
+                             None if variants is None else variants[start:start + batch_size])
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class TrainContext:
+    """What hooks and losses may look at: the training set, where we are, and a place to log."""
+
+    train: TrainingSet
+    config: TrainConfig
+    device: torch.device
+    stage: str = "main"
+    stage_index: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    generator: Optional[torch.Generator] = None
+    log: Dict[str, float] = field(default_factory=dict)
+
+    def autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+@dataclass
+class Validation:
+    """Result of one validation pass: metrics, the model-selection value, and opaque extras
+    (rankings) the caller keeps for the best epoch."""
+
+    metrics: dict
+    selection: float
+    extras: object = None
+
+
+def _epoch_seed(seed: int, stage: int, epoch: int) -> int:
+    return (seed * 1_000_003 + stage * 10_007 + epoch) % (2**31 - 1)
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validation], config: TrainConfig,
+        checkpoint: Path, on_best: Callable[[Validation], None] = lambda v: None,
+        on_epoch: Callable[[dict], None] = lambda row: None, progress: bool = True) -> dict:
+    """Train ``method`` through its stages; returns ``{history, best, last, best_epoch}``.
+
+    ``validate`` is called after every epoch; ``on_best`` whenever the selection value improves;
+    ``on_epoch`` with each history row (after the checkpoint holding it is written).
+    """
+    device = torch.device(config.device)
+    method.to(device)
+    state = {"stage": 0, "epoch": 0, "history": [], "best": None, "best_selection": None, "best_epoch": 0,
+             "last": None}
+    saved = None
+    if checkpoint.exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        method.load_state_dict(saved["method"])
+        state.update({k: saved[k] for k in state})
+        log.info("resuming %s at stage %d epoch %d", checkpoint.parent, state["stage"], state["epoch"])
+
+    stages = method.stages(config.epochs)
+    for stage_index, stage in enumerate(stages):
+        if stage_index < state["stage"]:
+            continue
+        params = [p for p in stage.parameters() if p.requires_grad]
+        hp = method.hp
+        optimizer = torch.optim.AdamW(params, lr=stage.lr or hp.lr, weight_decay=hp.weight_decay)
+        if saved is not None and saved["stage"] == stage_index and saved.get("optimizer"):
+            optimizer.load_state_dict(saved["optimizer"])
+        start = state["epoch"] if stage_index == state["stage"] else 0
+        bar = tqdm(range(start, stage.epochs), desc=f"{stage.name}", unit="epoch", leave=False,
+                   disable=not progress, initial=start, total=stage.epochs)
+        for epoch in bar:
+            t0 = time.time()
+            seed = _epoch_seed(config.seed, stage_index, epoch)
+            torch.manual_seed(seed)
+            generator = torch.Generator().manual_seed(seed)
+            ctx = TrainContext(train, config, device, stage.name, stage_index, epoch, stage.epochs, generator)
+            method.on_epoch_start(ctx)
+            method.train()
+            total = torch.zeros((), device=device)
+            steps = 0
+            for batch in train.batches(stage.batch_size or config.batch_size, generator, drop_last=True):
+                with ctx.autocast():
+                    loss = stage.loss(batch, ctx)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach().float()
+                steps += 1
+            method.eval()
+            val = validate(method)
+            row = {"stage": stage.name, "epoch": epoch + 1, "loss": float(total) / max(steps, 1),
+                   "selection": val.selection, "metrics": val.metrics, "seconds": round(time.time() - t0, 3),
+                   **ctx.log}
+            state["history"].append(row)
+            state["last"] = val.metrics
+            if state["best_selection"] is None or val.selection > state["best_selection"]:
+                state["best"], state["best_selection"] = val.metrics, val.selection
+                state["best_epoch"] = len(state["history"])
+                on_best(val)
+            state["stage"], state["epoch"] = stage_index, epoch + 1
+            if epoch + 1 == stage.epochs:
+                state["stage"], state["epoch"] = stage_index + 1, 0
+            _save_atomic({**state, "method": method.state_dict(),
+                          "optimizer": optimizer.state_dict() if state["stage"] == stage_index else None},
+                         checkpoint)
+            on_epoch(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", sel=f"{val.selection:.1f}")
+        saved = None
+    return {k: state[k] for k in ("history", "best", "last", "best_epoch")}
+
+
+@torch.no_grad()
+def embed_queries(method: Method, references, texts, chunk: int = 1024) -> Tensor:
+    """Normalised query embeddings for parallel lists of reference and text Features rows."""
+    out = []
+    n = references.embed.shape[0]
+    for s in range(0, n, chunk):
+        out.append(F.normalize(method.compose(references[s:s + chunk], texts[s:s + chunk]).float(), dim=-1))
+    return torch.cat(out) if out else torch.zeros(0, method.dims.embed)
+
+
+@torch.no_grad()
+def embed_images(method: Method, images, chunk: int = 4096) -> Tensor:
+    out = []
+    n = images.embed.shape[0]
+    for s in range(0, n, chunk):
+        out.append(F.normalize(method.embed_target(images[s:s + chunk]).float(), dim=-1))
+    return torch.cat(out) if out else torch.zeros(0, method.dims.embed)
+
+
+__all__: List[str] = ["TrainConfig", "TrainContext", "TrainingSet", "Validation", "embed_images",
+                      "embed_queries", "fit"]

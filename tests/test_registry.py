@@ -1,0 +1,50 @@
+import pytest
+
+from cirbench.errors import ConfigError
+from cirbench.method import Dims, Method
+from cirbench.registry import expand_methods, get_method, list_methods, register_method
+
+
+def test_builtin_methods_register_through_entry_points():
+    assert "clip4cir" in list_methods()
+    cls = get_method("clip4cir")
+    assert issubclass(cls, Method) and cls.name == "clip4cir"
+    assert cls.__module__ == "cirbench_methods.clip4cir"
+
+
+def test_wildcards_and_expansion():
+    assert list_methods("clip*") == ["clip4cir"]
+    assert list_methods("zzz*") == []
+    assert expand_methods(["*"]) == list_methods()
+    assert expand_methods(["clip4cir", "clip*"]) == ["clip4cir"]  # no duplicates
+
+
+def test_unknown_method_is_a_clear_error_with_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown method 'clip4cirr'.*Did you mean clip4cir"):
+        get_method("clip4cirr")
+    with pytest.raises(ConfigError, match="no registered method matches"):
+        expand_methods(["nope*"])
+
+
+def test_register_a_new_method_and_reject_a_clash():
+    @register_method("test-dummy")
+    class Dummy(Method):
+        def compose(self, reference, text):
+            return reference.embed + text.embed
+
+    assert get_method("test-dummy") is Dummy
+    assert "test-dummy" in list_methods("test-*")
+    with pytest.raises(ValueError, match="registered twice"):
+        register_method("test-dummy")(type("Other", (Method,), {}))
+
+
+def test_hparam_overrides_are_typed_and_checked():
+    cls = get_method("clip4cir")
+    hp = cls.make_hparams({"lr": "5e-4", "projection_ratio": "2"})
+    assert hp.lr == pytest.approx(5e-4) and hp.projection_ratio == 2 and isinstance(hp.projection_ratio, int)
+    with pytest.raises(ConfigError, match="has no hyper-parameter 'lrr'.*lr"):
+        cls.make_hparams({"lrr": 1})
+    with pytest.raises(ConfigError, match="must be a number"):
+        cls.make_hparams({"lr": "fast"})
+    model = cls(Dims(embed=16), cls.make_hparams({"projection_ratio": 2}))
+    assert model.combiner.text_proj[0].out_features == 32
