@@ -99,7 +99,8 @@ class _ImageFiles(torch.utils.data.Dataset):
 
 
 def image_features(backbone: Backbone, ids: Sequence[str], paths: Dict[str, Path], *, tokens: bool,
-                   cache_dir: Path, batch_size: int = 256, desc: str = "encoding images") -> FeatureTable:
+                   cache_dir: Path, batch_size: int = 256, desc: str = "encoding images",
+                   progress: bool = True) -> FeatureTable:
     """Features of the images ``ids`` (files in ``paths``), from the cache when possible."""
     ids = list(ids)
     files = [paths[i] for i in ids]
@@ -115,7 +116,7 @@ def image_features(backbone: Backbone, ids: Sequence[str], paths: Dict[str, Path
         loader = torch.utils.data.DataLoader(_ImageFiles(files, backbone.preprocess), batch_size=batch_size,
                                              num_workers=workers, pin_memory=backbone.device.type == "cuda")
         parts = []
-        for pixels in tqdm(loader, desc=desc, unit="batch", leave=False):
+        for pixels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if progress else True):
             with _autocast(backbone):
                 parts.append(backbone.encode_images(pixels.to(backbone.device, non_blocking=True), tokens=tokens))
         return _concat(parts)
@@ -124,7 +125,7 @@ def image_features(backbone: Backbone, ids: Sequence[str], paths: Dict[str, Path
 
 
 def text_features(backbone: Backbone, texts: Sequence[str], *, tokens: bool, cache_dir: Path,
-                  batch_size: int = 512, desc: str = "encoding texts") -> FeatureTable:
+                  batch_size: int = 512, desc: str = "encoding texts", progress: bool = True) -> FeatureTable:
     """Features of the distinct ``texts`` (order kept), from the cache when possible."""
     texts = list(dict.fromkeys(texts))
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()
@@ -132,7 +133,8 @@ def text_features(backbone: Backbone, texts: Sequence[str], *, tokens: bool, cac
 
     def compute() -> Features:
         parts = []
-        for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False):
+        for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False,
+                          disable=None if progress else True):
             with _autocast(backbone):
                 parts.append(backbone.encode_texts(texts[start:start + batch_size], tokens=tokens))
         if tokens:  # pad every batch to the same length before concatenating

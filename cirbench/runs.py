@@ -63,9 +63,11 @@ class RunSpec:
         return f"{self.dataset}/{self.method.replace(':', '+')}/{noise}/seed{self.seed}"
 
     def to_dict(self) -> dict:
+        """The resolved config as stored in ``config.json`` (noise nested, layout added)."""
         d = dataclasses.asdict(self)
-        d["layout"] = datasets.layout_of(self.dataset)
-        return d
+        noise = {"type": d.pop("noise_type"), "rate": d.pop("noise_rate"), "seed": d.pop("noise_seed")}
+        return {"method": d.pop("method"), "dataset": d.pop("dataset"), "layout": datasets.layout_of(self.dataset),
+                "noise": noise, **d}
 
 
 def provenance(device: torch.device) -> dict:
@@ -123,6 +125,14 @@ class Workspace:
             self._datasets[key] = datasets.load(spec.dataset, spec.data_root, self.cache_dir)
         return self._datasets[key]
 
+    def annotated_train(self, spec: RunSpec) -> list:
+        """Training triplets as the annotation files list them (images on disk or not)."""
+        key = ("annotated", spec.dataset, spec.data_root)
+        if key not in self._datasets:
+            self._datasets[key] = datasets.load(spec.dataset, spec.data_root, self.cache_dir, splits=("train",),
+                                                require_images=False)
+        return self._datasets[key].split("train").triplets
+
     def backbone(self, spec: RunSpec):
         key = (spec.backbone, spec.weights)
         if key not in self._backbones:
@@ -135,13 +145,14 @@ class Workspace:
             data = self.dataset(spec)
             ids = sorted(data.image_paths)
             table = image_features(self.backbone(spec), ids, data.image_paths, tokens=tokens,
-                                   cache_dir=self.cache_dir, desc=f"encoding {spec.dataset} images")
+                                   cache_dir=self.cache_dir, desc=f"encoding {spec.dataset} images",
+                                   progress=self.progress)
             self._images[key] = table.to(self.device)
         return self._images[key]
 
     def texts(self, spec: RunSpec, texts: List[str], tokens: bool) -> FeatureTable:
         return text_features(self.backbone(spec), texts, tokens=tokens, cache_dir=self.cache_dir,
-                             desc=f"encoding {spec.dataset} texts").to(self.device)
+                             desc=f"encoding {spec.dataset} texts", progress=self.progress).to(self.device)
 
 
 def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) -> dict:
@@ -168,24 +179,24 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
     hparams = cls.make_hparams(spec.hparams)
     data = ws.dataset(spec)
     layout = data.layout
-    train_split, val_split = data.split("train"), data.split("val")
-    clean = train_split.triplets[: spec.train_limit] if spec.train_limit else train_split.triplets
-
+    val_split = data.split("val")
+    # Noise is drawn on the training triplets as annotated (exactly what `cirbench noise` draws);
+    # triplets whose images are missing on disk are dropped afterwards.
+    clean = ws.annotated_train(spec)[: spec.train_limit or None]
     noise = inject_noise(clean, spec.noise_rate, spec.noise_type, spec.noise_seed)
     save_manifest(noise.manifest, run_dir / "noise_manifest.json")
-    log.info("%s: noise %s at %.2f -> %d of %d training triplets corrupted (realised rate %.4f)",
-             spec.dirname(), spec.noise_type, spec.noise_rate, int(noise.is_noisy.sum()), len(clean),
-             noise.realised_rate)
+    train_triplets = [t for t in noise.triplets if t.reference in data.image_paths and t.target in data.image_paths]
 
     tokens = cls.needs_tokens
     images = ws.images(spec, tokens)
-    texts_needed = [x for t in noise.triplets for x in train_texts(layout, t)]
+    texts_needed = [x for t in train_triplets for x in train_texts(layout, t)]
     texts_needed += [eval_text(layout, t) for t in val_split.triplets]
     texts = ws.texts(spec, texts_needed, tokens)
-    train = TrainingSet(layout, noise.triplets, images, texts)
+    train = TrainingSet(layout, train_triplets, images, texts)
 
     dims = Dims(embed=images.features.embed.shape[1],
                 tokens=0 if images.features.tokens is None else images.features.tokens.shape[-1])
+    torch.manual_seed(spec.seed)  # the method's initial weights depend on the training seed only
     method = cls(dims, hparams)
     val_refs = images.features[images.rows([t.reference for t in val_split.triplets]).to(ws.device)]
     val_texts = texts.features[texts.rows([eval_text(layout, t) for t in val_split.triplets]).to(ws.device)]

@@ -161,7 +161,7 @@ def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validat
             optimizer.load_state_dict(saved["optimizer"])
         start = state["epoch"] if stage_index == state["stage"] else 0
         bar = tqdm(range(start, stage.epochs), desc=f"{stage.name}", unit="epoch", leave=False,
-                   disable=not progress, initial=start, total=stage.epochs)
+                   disable=None if progress else True, initial=start, total=stage.epochs)
         for epoch in bar:
             t0 = time.time()
             seed = _epoch_seed(config.seed, stage_index, epoch)

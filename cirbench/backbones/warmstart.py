@@ -29,7 +29,7 @@ from ..paths import cache_dir as default_cache_dir
 
 log = logging.getLogger("cirbench")
 WARMSTART_VERSION = 1
-STEPS = 900
+STEPS = 300
 BATCH = 256
 DESCRIPTIONS_PER_IMAGE = 6
 
@@ -75,7 +75,7 @@ def pretrain_tiny(image_files: Sequence[Path], metadata: Sequence[dict], steps: 
     model, _, preprocess = open_clip.create_model_and_transforms(TINY_ARCH)
     tokenizer = open_clip.get_tokenizer(TINY_ARCH)
     pixels = torch.stack([_load(p, preprocess) for p in image_files])  # [N, 3, H, W]
-    texts = [describe(m, rng) for m in metadata for _ in range(DESCRIPTIONS_PER_IMAGE)]
+    texts = [_caption(m, rng, describe) for m in metadata for _ in range(DESCRIPTIONS_PER_IMAGE)]
     tokens = tokenizer(texts).view(len(metadata), DESCRIPTIONS_PER_IMAGE, -1)
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
@@ -85,7 +85,7 @@ def pretrain_tiny(image_files: Sequence[Path], metadata: Sequence[dict], steps: 
     gen = torch.Generator().manual_seed(seed)
     n = len(image_files)
     model.train()
-    for _ in tqdm(range(steps), desc="warm start (once)", unit="step", disable=not progress, leave=False):
+    for _ in tqdm(range(steps), desc="warm start (once)", unit="step", disable=None if progress else True, leave=False):
         idx = torch.randint(n, (min(batch_size, n),), generator=gen)
         variant = torch.randint(DESCRIPTIONS_PER_IMAGE, (len(idx),), generator=gen)
         img = model.encode_image(pixels[idx], normalize=True)
@@ -99,6 +99,24 @@ def pretrain_tiny(image_files: Sequence[Path], metadata: Sequence[dict], steps: 
         opt.step()
         sched.step()
     return model.state_dict()
+
+
+def _caption(meta: dict, rng: random.Random, describe) -> str:
+    """Half the time the full description, else a short phrase naming one or two of the objects
+    (as people caption the salient part of a photo), so single-object phrases such as a
+    modification text's "the red circle" have something to align to."""
+    if rng.random() < 0.5 or not meta["objects"]:
+        return describe(meta, rng)
+    objs = rng.sample(meta["objects"], k=min(len(meta["objects"]), rng.choice((1, 1, 2))))
+    parts = []
+    for o in objs:
+        words = [o["size"]] if rng.random() < 0.5 else []
+        words += [o["color"], o["shape"]]
+        phrase = " ".join(words)
+        if rng.random() < 0.5:
+            phrase += f" at the {o['position']}"
+        parts.append(phrase)
+    return "a " + " and a ".join(parts)
 
 
 def _soft_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
