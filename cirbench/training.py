@@ -62,7 +62,7 @@ class TrainingSet:
         if variant is None:
             text_rows = self.text_rows[index, 0]
         else:
-            text_rows = self.text_rows.gather(1, variant[:, None]).squeeze(1)
+            text_rows = self.text_rows[index].gather(1, variant[:, None]).squeeze(1)
         target_rows = self.target_rows[index]
         return Batch(index, self.images.features[self.reference_rows[index]],
                      self.texts.features[text_rows], self.images.features[target_rows], target_rows)
