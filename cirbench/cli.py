@@ -277,3 +277,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     except KeyboardInterrupt:
         click.echo("\ninterrupted: finished epochs are checkpointed; run the same command again to resume.", err=True)
         sys.exit(130)
+
+
+# Commands kept in modules of their own attach themselves to `cli` when imported here.

@@ -9,7 +9,8 @@ A method is a ``torch.nn.Module`` over backbone features. It says three things:
 
 and may use these hooks: ``on_epoch_start(ctx)`` (GMM fits, negative refresh),
 ``stages()`` (extra training stages, e.g. SPN's static-bank stage 2), and
-``clean_probabilities()`` (per-triplet clean probabilities, scored against the noise
+``extra_triplets(run)`` (training triplets it generates, e.g. SPN's positives) and
+``clean_probabilities()`` (per-training-triplet clean probabilities, scored against the noise
 manifest). Hyper-parameters are a dataclass ``Hparams`` on the class; users override them
 by name from the CLI or a spec file.
 """
@@ -28,6 +29,8 @@ from .errors import ConfigError
 from .losses import info_nce
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .data.triplets import Triplet
+    from .runs import RunContext
     from .training import TrainContext
 
 
@@ -99,6 +102,7 @@ class Method(nn.Module):
 
     name: str = "?"  # set by @register_method
     needs_tokens: bool = False
+    arg_hparam: Optional[str] = None  # the hyper-parameter that "name:arg" sets (e.g. SPN's base)
 
     @dataclass
     class Hparams:
@@ -130,6 +134,11 @@ class Method(nn.Module):
     def stages(self, epochs: int) -> List[Stage]:
         """The training stages; by default one stage that trains everything with ``loss``."""
         return [Stage("main", epochs, self.parameters, self.loss)]
+
+    def extra_triplets(self, run: "RunContext") -> List["Triplet"]:
+        """Training triplets the method adds before training (SPN's generated positives). They
+        are appended after the annotated ones, never noised and never evaluated."""
+        return []
 
     def clean_probabilities(self) -> Optional[np.ndarray]:
         """Per-training-triplet probability of being clean, if the method estimates one."""

@@ -1,7 +1,8 @@
 """Runs: one directory per cell of the grid (method × dataset × noise × seed).
 
 A run directory holds ``config.json`` (the resolved cell), ``noise_manifest.json``,
-``history.jsonl`` (one line per epoch), ``checkpoint.pt`` (to resume), ``predictions/``
+``history.jsonl`` (one line per epoch), ``checkpoint.pt`` (to resume), ``best_model.pt``
+(the method's weights at the best validation epoch), ``predictions/``
 (val rankings of the best epoch, in the formats ``cirbench score`` reads) and, once the run
 has finished, ``metrics.json`` (best and last metrics, the evaluation protocol, provenance).
 A cell whose ``metrics.json`` says finished is skipped when the grid runs again; a cell with a
@@ -26,7 +27,7 @@ import torch
 
 from . import __version__, datasets
 from .backbones import build_backbone
-from .data.triplets import CIRDataset, eval_text, train_texts
+from .data.triplets import CIRDataset, Triplet, eval_text, train_texts
 from .errors import ConfigError
 from .evaluation import evaluate, selection_value
 from .features import FeatureTable, image_features, text_features
@@ -68,6 +69,34 @@ class RunSpec:
         noise = {"type": d.pop("noise_type"), "rate": d.pop("noise_rate"), "seed": d.pop("noise_seed")}
         return {"method": d.pop("method"), "dataset": d.pop("dataset"), "layout": datasets.layout_of(self.dataset),
                 "noise": noise, **d}
+
+
+@dataclass
+class RunContext:
+    """What a method may look at before training (``Method.extra_triplets``): the cell, its data
+    and (noisy) training triplets, the frozen image features and backbone, and where to write."""
+
+    spec: RunSpec
+    data: CIRDataset
+    train_triplets: List[Triplet]
+    images: FeatureTable
+    backbone: Any
+    run_dir: Path
+    cache_dir: Path
+    device: torch.device
+
+
+def resolve_method(spec: RunSpec):
+    """The method class and its hyper-parameters; ``name:arg`` sets the class's ``arg_hparam``
+    (``spn:clip4cir`` means SPN with ``base=clip4cir``)."""
+    name, sep, arg = spec.method.partition(":")
+    cls = get_method(name)
+    overrides = dict(spec.hparams)
+    if sep:
+        if not cls.arg_hparam:
+            raise ConfigError(f"method {name!r} takes no ':argument' (got {spec.method!r})")
+        overrides[cls.arg_hparam] = arg
+    return cls, cls.make_hparams(overrides)
 
 
 def provenance(device: torch.device) -> dict:
@@ -175,8 +204,7 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
     _write_json(cfg_path, config)
     started = time.time()
 
-    cls = get_method(spec.method.split(":", 1)[0])
-    hparams = cls.make_hparams(spec.hparams)
+    cls, hparams = resolve_method(spec)
     data = ws.dataset(spec)
     layout = data.layout
     val_split = data.split("val")
@@ -187,17 +215,17 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
     save_manifest(noise.manifest, run_dir / "noise_manifest.json")
     train_triplets = [t for t in noise.triplets if t.reference in data.image_paths and t.target in data.image_paths]
 
-    tokens = cls.needs_tokens
-    images = ws.images(spec, tokens)
-    texts_needed = [x for t in train_triplets for x in train_texts(layout, t)]
-    texts_needed += [eval_text(layout, t) for t in val_split.triplets]
-    texts = ws.texts(spec, texts_needed, tokens)
-    train = TrainingSet(layout, train_triplets, images, texts)
-
+    images = ws.images(spec, cls.needs_tokens)
     dims = Dims(embed=images.features.embed.shape[1],
                 tokens=0 if images.features.tokens is None else images.features.tokens.shape[-1])
     torch.manual_seed(spec.seed)  # the method's initial weights depend on the training seed only
     method = cls(dims, hparams)
+    run = RunContext(spec, data, train_triplets, images, ws.backbone(spec), run_dir, ws.cache_dir, ws.device)
+    extra = method.extra_triplets(run)  # e.g. SPN's generated positives: never noised, never evaluated
+    texts_needed = [x for t in train_triplets + extra for x in train_texts(layout, t)]
+    texts_needed += [eval_text(layout, t) for t in val_split.triplets]
+    texts = ws.texts(spec, texts_needed, cls.needs_tokens)
+    train = TrainingSet(layout, train_triplets + extra, images, texts, generated=len(extra))
     val_refs = images.features[images.rows([t.reference for t in val_split.triplets]).to(ws.device)]
     val_texts = texts.features[texts.rows([eval_text(layout, t) for t in val_split.triplets]).to(ws.device)]
 
@@ -208,6 +236,7 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
 
     def on_best(val: Validation) -> None:
         save_predictions(run_dir / "predictions", layout, val.extras)
+        _save_model(method, run_dir / "best_model.pt")
 
     history_path = run_dir / "history.jsonl"
 
@@ -230,6 +259,12 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
     }
     _write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def _save_model(method, path: Path) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(method.state_dict(), tmp)
+    os.replace(tmp, path)
 
 
 def save_predictions(folder: Path, layout: str, result) -> None:

@@ -33,11 +33,17 @@ log = logging.getLogger("cirbench")
 
 
 class TrainingSet:
-    """Training triplets as rows into feature tables, kept on the training device."""
+    """Training triplets as rows into feature tables, kept on the training device.
 
-    def __init__(self, layout: str, triplets: Sequence[Triplet], images: FeatureTable, texts: FeatureTable):
+    The last ``generated`` triplets were added by the method (``Method.extra_triplets``); the
+    others are the dataset's (possibly noisy) triplets, whose ``qid`` links them to the manifest.
+    """
+
+    def __init__(self, layout: str, triplets: Sequence[Triplet], images: FeatureTable, texts: FeatureTable,
+                 generated: int = 0):
         self.layout = layout
         self.triplets = list(triplets)
+        self.generated = generated
         self.images = images
         self.texts = texts
         device = images.features.embed.device
