@@ -2,6 +2,7 @@
 FashionIQ / CIRR folders in the official layouts, with real 8x8 PNG/JPEG images."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Iterable
@@ -132,6 +133,24 @@ SMALL_SHAPES = {"FASHIONIQ_TRIPLETS": {"train": 90, "val": 40, "test": 10},
                 "CIRR_GROUPS": {"train": 24, "val": 8, "test1": 3}}
 
 
+@contextlib.contextmanager
+def full_size_shapes():
+    """The generator's real sizes, for the tests of the generator itself."""
+    from cirbench.data import shapes
+
+    small = {k: getattr(shapes, k) for k in SMALL_SHAPES}
+    for k, v in _FULL_SIZES.items():
+        setattr(shapes, k, v)
+    try:
+        yield
+    finally:
+        for k, v in small.items():
+            setattr(shapes, k, v)
+
+
+_FULL_SIZES: dict = {}
+
+
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory):
     """Every test runs with its own CIRBENCH_CACHE and small shapes datasets: nothing touches
@@ -143,6 +162,7 @@ def isolated_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cirbench-cache")
     old_env = os.environ.get("CIRBENCH_CACHE")
     old_sizes = {k: getattr(shapes, k) for k in SMALL_SHAPES}
+    _FULL_SIZES.update(old_sizes)
     os.environ["CIRBENCH_CACHE"] = str(cache)
     for k, v in SMALL_SHAPES.items():
         setattr(shapes, k, v)

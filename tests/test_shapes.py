@@ -16,6 +16,7 @@ from PIL import Image
 from cirbench.data import shapes
 from cirbench.data.shapes import BACKGROUNDS, COLORS, POSITIONS, cell_center, describe, generate
 from cirbench.errors import ConfigError
+from conftest import full_size_shapes
 
 CATEGORIES = ("dress", "shirt", "toptee")
 FIQ_SPLITS = ("train", "val", "test")
@@ -27,6 +28,13 @@ REMOVE_WORDS = ("remove", "get rid", "delete", "take away", "take out", "erase",
 
 
 # --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(autouse=True, scope="module")
+def _generator_at_full_size():
+    """Other tests shrink the generator (conftest); these test it at its real sizes."""
+    with full_size_shapes():
+        yield
+
 
 @pytest.fixture(scope="module")
 def fiq(tmp_path_factory) -> Path:
