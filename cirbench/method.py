@@ -9,7 +9,8 @@ A method is a ``torch.nn.Module`` over backbone features. It says three things:
 
 and may use these hooks: ``on_epoch_start(ctx)`` (GMM fits, negative refresh),
 ``stages()`` (extra training stages, e.g. SPN's static-bank stage 2), and
-``extra_triplets(run)`` (training triplets it generates, e.g. SPN's positives) and
+``text_side_features(texts)`` (features computed from the raw texts, carried as
+``Features.extra``), ``extra_triplets(run)`` (training triplets it generates, e.g. SPN's positives) and
 ``clean_probabilities()`` (per-training-triplet clean probabilities, scored against the noise
 manifest). Hyper-parameters are a dataclass ``Hparams`` on the class; users override them
 by name from the CLI or a spec file.
@@ -41,20 +42,22 @@ class Features:
     ``embed`` [B, D] is the global embedding (not normalised). ``tokens`` [B, T, D] are the
     token features projected into the same space (images: global token first, then patches;
     texts: start token, words, end token), present only for methods with ``needs_tokens``;
-    ``mask`` [B, T] marks real (non-padding) tokens.
+    ``mask`` [B, T] marks real (non-padding) tokens. ``extra`` [B, K] is what the method's
+    ``text_side_features`` derived from the raw texts (texts only; ``None`` otherwise).
     """
 
     embed: Tensor
     tokens: Optional[Tensor] = None
     mask: Optional[Tensor] = None
+    extra: Optional[Tensor] = None
 
     def __getitem__(self, rows) -> "Features":
         pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return Features(self.embed[rows], pick(self.tokens), pick(self.mask))
+        return Features(self.embed[rows], pick(self.tokens), pick(self.mask), pick(self.extra))
 
     def to(self, device, dtype: Optional[torch.dtype] = None) -> "Features":
         move = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else None)  # noqa: E731
-        return Features(move(self.embed), move(self.tokens), move(self.mask))
+        return Features(move(self.embed), move(self.tokens), move(self.mask), move(self.extra))
 
 
 @dataclass
@@ -139,6 +142,11 @@ class Method(nn.Module):
         """Training triplets the method adds before training (SPN's generated positives). They
         are appended after the annotated ones, never noised and never evaluated."""
         return []
+
+    def text_side_features(self, texts: List[str]) -> Optional[Tensor]:
+        """Per-text features the method derives from the raw strings (e.g. which attribute words a
+        modification text uses); they reach ``compose`` and ``loss`` as ``text.extra``."""
+        return None
 
     def clean_probabilities(self) -> Optional[np.ndarray]:
         """Per-training-triplet probability of being clean, if the method estimates one."""

@@ -225,6 +225,9 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
     texts_needed = [x for t in train_triplets + extra for x in train_texts(layout, t)]
     texts_needed += [eval_text(layout, t) for t in val_split.triplets]
     texts = ws.texts(spec, texts_needed, cls.needs_tokens)
+    side = method.text_side_features(texts.keys)
+    if side is not None:
+        texts = FeatureTable(texts.keys, dataclasses.replace(texts.features, extra=side.to(ws.device)))
     train = TrainingSet(layout, train_triplets + extra, images, texts, generated=len(extra))
     val_refs = images.features[images.rows([t.reference for t in val_split.triplets]).to(ws.device)]
     val_texts = texts.features[texts.rows([eval_text(layout, t) for t in val_split.triplets]).to(ws.device)]

@@ -130,3 +130,27 @@ def test_real_layout_folders_with_missing_images_run(tmp_path, ws, make_fashioni
     assert sum("missing" in r.getMessage() for r in caplog.records) == 1
     manifest = load_manifest(tmp_path / s.dirname() / "noise_manifest.json")
     assert manifest["n_triplets"] == (9 if layout == "fashioniq" else 2)  # drawn on the annotations, as `cirbench noise`
+
+
+def test_text_side_features_reach_compose_in_training_and_validation(tmp_path, ws):
+    from cirbench.method import Method
+    from cirbench.registry import register_method
+
+    seen = []
+
+    @register_method("test-side-features")
+    class WordCounter(Method):
+        def __init__(self, dims, hparams=None):
+            super().__init__(dims, hparams)
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def text_side_features(self, texts):
+            return torch.tensor([[float(len(t.split()))] for t in texts])
+
+        def compose(self, reference, text):
+            seen.append(text.extra)
+            return self.scale * (reference.embed + text.embed)
+
+    execute(spec(method="test-side-features", epochs=1, noise_rate=0.0), tmp_path, ws)
+    assert seen and all(x is not None and x.shape[1] == 1 for x in seen)
+    assert all((x >= 1).all() for x in seen)
