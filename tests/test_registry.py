@@ -48,3 +48,26 @@ def test_hparam_overrides_are_typed_and_checked():
         cls.make_hparams({"lr": "fast"})
     model = cls(Dims(embed=16), cls.make_hparams({"projection_ratio": 2}))
     assert model.combiner.text_proj[0].out_features == 32
+
+
+def test_a_third_party_package_adds_a_method_through_the_entry_point_group(tmp_path, monkeypatch):
+    from cirbench import registry
+
+    pkg = tmp_path / "cirbench_plugin_demo"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from cirbench.method import Method\n"
+        "class PluginMethod(Method):\n"
+        "    def compose(self, reference, text):\n"
+        "        return reference.embed + text.embed\n"
+    )
+    dist = tmp_path / "cirbench_plugin_demo-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cirbench-plugin-demo\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[cirbench.methods]\nplugin-demo = cirbench_plugin_demo:PluginMethod\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    assert "plugin-demo" in list_methods()
+    cls = get_method("plugin-demo")
+    assert cls.__name__ == "PluginMethod" and cls.name == "plugin-demo"
