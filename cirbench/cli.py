@@ -71,8 +71,9 @@ def cli(quiet: bool) -> None:
 @click.option("--noise-rates", help="Comma-separated rates in [0, 1]. Default: 0,0.2,0.5,0.8.")
 @click.option("--noise-seed", type=int, help="Seed of the noise draw (separate from --seeds). Default: 0.")
 @click.option("--seeds", help="Comma-separated training seeds. Default: 0.")
-@click.option("--backbone", help="tiny (default) or open_clip:<arch>; see `cirbench list backbones`.")
-@click.option("--weights", help="Backbone weights: an open_clip pretrained tag or a local checkpoint file.")
+@click.option("--backbone", help="tiny (default), open_clip:<arch> or blip2; see `cirbench list backbones`.")
+@click.option("--weights", help="Backbone weights: an open_clip pretrained tag or a local checkpoint file "
+              "(blip2: a local folder in the transformers format).")
 @click.option("--data-root", "data_roots", multiple=True, metavar="[NAME=]DIR",
               help="Folder of a real dataset; NAME=DIR when running fashioniq and cirr together.")
 @click.option("--epochs", type=int, help="Training epochs per run. Default: 10 (2 with --quick).")
@@ -143,10 +144,11 @@ def _headline(metrics: dict) -> str:
     return f"{name} {primary_value(layout, metrics['best']):.2f}"
 
 
-def _print_tables(runs: list, fmt: str, which: str = "best") -> None:
-    from .tables import build_tables, render
+def _print_tables(runs: list, fmt: str, which: str = "best", detection: bool = False) -> None:
+    from .tables import COLUMNS, DETECTION_COLUMNS, build_tables, render
 
-    for table in build_tables(runs, which=which).values():
+    extra = {layout: DETECTION_COLUMNS for layout in COLUMNS} if detection else None
+    for table in build_tables(runs, which=which, extra_columns=extra).values():
         click.echo(render(table, fmt))
         click.echo()
 
@@ -181,14 +183,17 @@ def _overrides(items, base: dict) -> dict:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="terminal", show_default=True)
 @click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Metrics of the best epoch on validation, or of the last epoch.")
-def table(runs_dir: Path, fmt: str, which: str):
+@click.option("--detection", is_flag=True,
+              help="Add the noise-detection columns (AUROC, AP, precision/recall at 0.5, selected vs clean "
+                   "fraction, AUROC per noise type) of methods with clean probabilities, last epoch.")
+def table(runs_dir: Path, fmt: str, which: str, detection: bool):
     """Rebuild the result tables from run folders (mean ± std over seeds)."""
     from .tables import collect_runs
 
     runs = collect_runs(runs_dir)
     if not runs:
         raise ConfigError(f"no finished runs under {runs_dir} (each run folder holds a metrics.json)")
-    _print_tables(runs, fmt, which)
+    _print_tables(runs, fmt, which, detection)
 
 
 @cli.command("list")
@@ -281,3 +286,5 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 # Commands kept in modules of their own attach themselves to `cli` when imported here.
+from . import cli_tools  # noqa: E402,F401  (score, submit, data check)
+from . import cli_leaderboard  # noqa: E402,F401  (leaderboard, robustness, plot)

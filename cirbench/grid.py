@@ -16,6 +16,8 @@ The spec file uses the same names as ``cirbench run``'s options::
 """
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -30,24 +32,42 @@ from .noise import NOISE_TYPES
 from .registry import expand_methods
 from .runs import RunSpec
 
-DEFAULT_DATASETS = ["shapes-fashioniq", "shapes-cirr"]
-DEFAULT_RATES = [0.0, 0.2, 0.5, 0.8]
 QUICK = {"epochs": 2, "rates": [0.0, 0.5], "train_limit": 1200}
+DEFAULT_LEADERBOARD = "shapes-noise"
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults() -> Dict[str, Any]:
+    from .leaderboards import load
+
+    return load(DEFAULT_LEADERBOARD).grid
+
+
+def default_spec() -> Dict[str, Any]:
+    """The embedded benchmark's grid (what ``cirbench run`` runs with no arguments), as Grid keyword
+    arguments: read from ``leaderboards/shapes-noise.yaml``, so the two are one and the same."""
+    return copy.deepcopy(_defaults())
+
+
+def _default(key: str, fallback: Any = None):
+    return lambda: copy.deepcopy(_defaults().get(key, fallback))
 
 
 @dataclass
 class Grid:
-    methods: List[str] = field(default_factory=lambda: ["*"])
-    datasets: List[str] = field(default_factory=lambda: list(DEFAULT_DATASETS))
-    noise_type: str = "mixed"
-    noise_rates: List[float] = field(default_factory=lambda: list(DEFAULT_RATES))
-    noise_seed: int = 0
-    seeds: List[int] = field(default_factory=lambda: [0])
-    backbone: str = "tiny"
-    weights: Optional[str] = None
+    """Fields left out take the embedded benchmark's values (:func:`default_spec`)."""
+
+    methods: List[str] = field(default_factory=_default("methods", ["*"]))
+    datasets: List[str] = field(default_factory=_default("datasets"))
+    noise_type: str = field(default_factory=_default("noise_type", "mixed"))
+    noise_rates: List[float] = field(default_factory=_default("noise_rates"))
+    noise_seed: int = field(default_factory=_default("noise_seed", 0))
+    seeds: List[int] = field(default_factory=_default("seeds", [0]))
+    backbone: str = field(default_factory=_default("backbone", "tiny"))
+    weights: Optional[str] = field(default_factory=_default("weights"))
     data_root: Dict[str, str] = field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 128
+    epochs: int = field(default_factory=_default("epochs", 10))
+    batch_size: int = field(default_factory=_default("batch_size", 128))
     hparams: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     exclude_reference: bool = False
     train_limit: Optional[int] = None
@@ -99,15 +119,21 @@ def load_spec(path: Path) -> Dict[str, Any]:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"spec file {path} is not valid YAML: {exc}") from None
+    return spec_from_mapping(raw, f"spec file {path}")
+
+
+def spec_from_mapping(raw: Any, where: str) -> Dict[str, Any]:
+    """A spec already parsed (a dict, e.g. a leaderboard's ``grid:``) into Grid keyword arguments;
+    errors start with ``where``."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"spec file {path} must be a mapping of option names to values")
+        raise ConfigError(f"{where} must be a mapping of option names to values")
     unknown = sorted(set(raw) - _SPEC_KEYS)
     if unknown:
-        raise ConfigError(f"spec file {path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_SPEC_KEYS))}")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_SPEC_KEYS))}")
     kw: Dict[str, Any] = {k: v for k, v in raw.items() if k != "noise"}
     noise = raw.get("noise") or {}
     if not isinstance(noise, dict) or set(noise) - _NOISE_KEYS:
-        raise ConfigError(f"spec file {path}: 'noise' takes {', '.join(sorted(_NOISE_KEYS))}")
+        raise ConfigError(f"{where}: 'noise' takes {', '.join(sorted(_NOISE_KEYS))}")
     for src, dst in (("type", "noise_type"), ("rates", "noise_rates"), ("seed", "noise_seed")):
         if src in noise:
             kw[dst] = noise[src]
@@ -115,5 +141,5 @@ def load_spec(path: Path) -> Dict[str, Any]:
         if key in kw and not isinstance(kw[key], list):
             kw[key] = [kw[key]]
     if "data_root" in kw and not isinstance(kw["data_root"], dict):
-        raise ConfigError(f"spec file {path}: data_root must map dataset names to folders")
+        raise ConfigError(f"{where}: data_root must map dataset names to folders")
     return kw

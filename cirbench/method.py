@@ -154,6 +154,12 @@ class Method(nn.Module):
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
+    def wants_tokens(cls, hparams: "Method.Hparams") -> bool:
+        """Whether a run with these hyper-parameters needs token features (a wrapper such as SPN
+        asks its base method); by default the class's ``needs_tokens``."""
+        return cls.needs_tokens
+
+    @classmethod
     def make_hparams(cls, overrides: Optional[Dict[str, Any]] = None) -> "Method.Hparams":
         """``Hparams`` with user overrides applied; unknown names are a clear error."""
         overrides = dict(overrides or {})

@@ -28,6 +28,7 @@ import torch
 from . import __version__, datasets
 from .backbones import build_backbone
 from .data.triplets import CIRDataset, Triplet, eval_text, train_texts
+from .detection import detection_metrics
 from .errors import ConfigError
 from .evaluation import evaluate, selection_value
 from .features import FeatureTable, image_features, text_features
@@ -215,7 +216,8 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
     save_manifest(noise.manifest, run_dir / "noise_manifest.json")
     train_triplets = [t for t in noise.triplets if t.reference in data.image_paths and t.target in data.image_paths]
 
-    images = ws.images(spec, cls.needs_tokens)
+    tokens = cls.wants_tokens(hparams)
+    images = ws.images(spec, tokens)
     dims = Dims(embed=images.features.embed.shape[1],
                 tokens=0 if images.features.tokens is None else images.features.tokens.shape[-1])
     torch.manual_seed(spec.seed)  # the method's initial weights depend on the training seed only
@@ -224,7 +226,7 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
     extra = method.extra_triplets(run)  # e.g. SPN's generated positives: never noised, never evaluated
     texts_needed = [x for t in train_triplets + extra for x in train_texts(layout, t)]
     texts_needed += [eval_text(layout, t) for t in val_split.triplets]
-    texts = ws.texts(spec, texts_needed, cls.needs_tokens)
+    texts = ws.texts(spec, texts_needed, tokens)
     side = method.text_side_features(texts.keys)
     if side is not None:
         texts = FeatureTable(texts.keys, dataclasses.replace(texts.features, extra=side.to(ws.device)))
@@ -243,7 +245,19 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
 
     history_path = run_dir / "history.jsonl"
 
+    annotated_qids = [t.qid for t in train_triplets]
+
+    def noise_detection() -> Optional[dict]:
+        probs = method.clean_probabilities()  # the annotated training triplets (generated ones, if any, last)
+        if probs is None:
+            return None
+        return detection_metrics(probs[:len(annotated_qids)] if len(probs) == len(train) else probs,
+                                 annotated_qids, noise.manifest)
+
     def on_epoch(row: dict) -> None:
+        scores = noise_detection()
+        if scores is not None:
+            row["noise_detection"] = scores  # the same dict fit() keeps, so the final history has it too
         with open(history_path, "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -258,6 +272,7 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
         "protocol": final_eval.extras.protocol,
         "noise": {k: noise.manifest[k] for k in ("type", "rate", "seed", "n_triplets", "n_noisy", "realised_rate")},
         "config": config, "hparams": hparams_dict(hparams),
+        **({"noise_detection": scores} if (scores := noise_detection()) is not None else {}),
         "provenance": {**provenance(ws.device), "wall_seconds": round(time.time() - started, 2)},
     }
     _write_json(run_dir / "metrics.json", metrics)

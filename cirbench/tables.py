@@ -53,6 +53,17 @@ COLUMNS: Dict[str, List[Column]] = {
 }
 
 
+# Noise detection of a method's clean probabilities (cirbench.detection), from the final epoch's
+# ``metrics.json["noise_detection"]``, values in [0, 1]; shown by `cirbench table --detection`.
+DETECTION_COLUMNS: List[Column] = [
+    *(Column(h, ("noise_detection", k), scope="run") for h, k in (
+        ("AUROC", "auroc"), ("AP", "ap"), ("Prec", "precision"), ("Rec", "recall"), ("Selected", "selected"),
+        ("Clean", "clean_rate"))),
+    *(Column(f"AUROC {h}", ("noise_detection", "by_type", k, "auroc"), scope="run")
+      for h, k in (("ref", "reference"), ("text", "text"), ("tgt", "target"))),
+]
+
+
 class Runs(list):
     """The finished runs (a plain list of dicts) plus ``skipped``: run directories left out."""
 
@@ -245,14 +256,29 @@ def _csv(tables: Sequence[TableData]) -> str:
 
 def _latex(table: TableData) -> str:
     headers, body = _body(table, latex=True)
-    spec = "ll" + "r" * (len(headers) - 2)
-    lines = [r"\begin{table}[ht]", r"\centering",
-             r"\caption{" + _latex_escape(table.title).replace("±", r"$\pm$") + "}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(_latex_escape(h) for h in headers) + r" \\", r"\midrule",
-             *(" & ".join(row) + r" \\" for row in body),
-             r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    return render_text(table.title, headers, body, "latex")
+
+
+def render_text(title: str, headers: Sequence[str], body: Sequence[Sequence[str]], fmt: str = "terminal",
+                left: int = 2) -> str:
+    """Rows of ready-made cells as "terminal", "markdown" or "latex" text (the first ``left`` columns
+    left-aligned). For LaTeX the cells must already be LaTeX; the title and headers are escaped here."""
+    if fmt == "latex":
+        spec = "l" * left + "r" * (len(headers) - left)
+        lines = [r"\begin{table}[ht]", r"\centering",
+                 r"\caption{" + _latex_escape(title).replace("±", r"$\pm$") + "}",
+                 rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+                 " & ".join(_latex_escape(h) for h in headers) + r" \\", r"\midrule",
+                 *(" & ".join(row) + r" \\" for row in body),
+                 r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        return "\n".join(lines) + "\n"
+    if fmt not in ("terminal", "markdown"):
+        raise ConfigError(f"unknown table format {fmt!r} (choose from {', '.join(FORMATS)})")
+    align = ("left",) * left + ("right",) * (len(headers) - left)
+    style = "simple_outline" if fmt == "terminal" else "github"
+    grid = tabulate(body, headers, tablefmt=style, disable_numparse=True, colalign=align)
+    title = title if fmt == "terminal" else f"**{title}**\n"
+    return f"{title}\n{grid}\n"
 
 
 def render(table: TableData, fmt: str = "terminal") -> str:
@@ -264,11 +290,7 @@ def render(table: TableData, fmt: str = "terminal") -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown table format {fmt!r} (choose from {', '.join(FORMATS)})")
     headers, body = _body(table)
-    align = ("left", "left", *["right"] * (len(headers) - 2))
-    style = "simple_outline" if fmt == "terminal" else "github"
-    grid = tabulate(body, headers, tablefmt=style, disable_numparse=True, colalign=align)
-    title = table.title if fmt == "terminal" else f"**{table.title}**\n"
-    return f"{title}\n{grid}\n"
+    return render_text(table.title, headers, body, fmt)
 
 
 def render_all(tables: Dict[str, TableData], fmt: str = "terminal") -> str:

@@ -30,14 +30,15 @@ def test_help_and_lists(capsys):
 
 def test_run_prints_both_layouts_and_table_rebuilds_them(capsys, tmp_path):
     out_dir = tmp_path / "runs"
-    code, out, err = cirbench(capsys, "run", "--quick", "--weights", "random", "--out", str(out_dir), "--no-progress")
+    quick = ["run", "--quick", "-m", "clip4cir", "--weights", "random", "--out", str(out_dir), "--no-progress"]
+    code, out, err = cirbench(capsys, *quick)
     assert code == 0, err
     assert "Dress R@10" in out and "Avg R@10" in out and "Rmean" in out  # FashionIQ layout
     assert "Rsubset@1" in out and "R@50" in out  # CIRR layout
     assert "mixed 0.5" in out and "clean" in out and "clip4cir" in out
     assert len(list(out_dir.rglob("metrics.json"))) == 4
 
-    code, again, err = cirbench(capsys, "run", "--quick", "--weights", "random", "--out", str(out_dir), "--no-progress")
+    code, again, err = cirbench(capsys, *quick)
     assert code == 0 and again == out  # every cell reused, same tables
 
     code, md, _ = cirbench(capsys, "table", str(out_dir), "--format", "markdown")

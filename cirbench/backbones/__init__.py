@@ -10,6 +10,8 @@ spec                          weights
                               data, built once and cached), ``random``, or a local file
 ``open_clip:<arch>``          an open_clip pretrained tag (``openai``, ...) or a local
                               checkpoint file; none = random init (with a warning)
+``blip2``                     a local folder in the Hugging Face transformers format
+                              (e.g. a copy of ``Salesforce/blip2-itm-vit-g``)
 ============================  ==========================================================
 """
 from __future__ import annotations
@@ -52,7 +54,7 @@ def build_backbone(spec: str, weights: Optional[str] = None, cache_dir=None) -> 
 
 
 def _import_builtin() -> None:
-    from . import openclip  # noqa: F401  (registers tiny and open_clip)
+    from . import blip2, openclip  # noqa: F401  (register tiny, open_clip and blip2; transformers loads lazily)
 
 
 __all__: List[str] = ["Backbone", "build_backbone", "list_backbones", "register_backbone"]

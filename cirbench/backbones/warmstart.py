@@ -63,8 +63,11 @@ def tiny_shapes_weights(cache_dir: Optional[Path] = None, steps: int = STEPS) ->
 
 
 def pretrain_tiny(image_files: Sequence[Path], metadata: Sequence[dict], steps: int = STEPS,
-                  batch_size: int = BATCH, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> Dict:
-    """Train the tiny open_clip model on (image, description) pairs; returns its state dict."""
+                  batch_size: int = BATCH, lr: float = 2e-3, seed: int = 0, progress: bool = True,
+                  device: Optional[str] = None) -> Dict:
+    """Train the tiny open_clip model on (image, description) pairs; returns its state dict (on the CPU).
+
+    Runs on CUDA when available (``device`` overrides); the batches are drawn on the CPU either way."""
     import open_clip
 
     from ..data.shapes import describe
@@ -72,11 +75,13 @@ def pretrain_tiny(image_files: Sequence[Path], metadata: Sequence[dict], steps: 
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, _, preprocess = open_clip.create_model_and_transforms(TINY_ARCH)
+    model.to(device)
     tokenizer = open_clip.get_tokenizer(TINY_ARCH)
-    pixels = torch.stack([_load(p, preprocess) for p in image_files])  # [N, 3, H, W]
+    pixels = torch.stack([_load(p, preprocess) for p in image_files]).to(device)  # [N, 3, H, W]
     texts = [_caption(m, rng, describe) for m in metadata for _ in range(DESCRIPTIONS_PER_IMAGE)]
-    tokens = tokenizer(texts).view(len(metadata), DESCRIPTIONS_PER_IMAGE, -1)
+    tokens = tokenizer(texts).view(len(metadata), DESCRIPTIONS_PER_IMAGE, -1).to(device)
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     warmup = max(1, steps // 20)
@@ -88,6 +93,7 @@ def pretrain_tiny(image_files: Sequence[Path], metadata: Sequence[dict], steps: 
     for _ in tqdm(range(steps), desc="warm start (once)", unit="step", disable=None if progress else True, leave=False):
         idx = torch.randint(n, (min(batch_size, n),), generator=gen)
         variant = torch.randint(DESCRIPTIONS_PER_IMAGE, (len(idx),), generator=gen)
+        idx, variant = idx.to(device), variant.to(device)
         img = model.encode_image(pixels[idx], normalize=True)
         txt = model.encode_text(tokens[idx, variant], normalize=True)
         logits = model.logit_scale.exp().clamp(max=100) * img @ txt.t()
@@ -98,7 +104,7 @@ def pretrain_tiny(image_files: Sequence[Path], metadata: Sequence[dict], steps: 
         loss.backward()
         opt.step()
         sched.step()
-    return model.state_dict()
+    return {k: v.cpu() for k, v in model.state_dict().items()}
 
 
 def _caption(meta: dict, rng: random.Random, describe) -> str:

@@ -1,0 +1,1 @@
+"""Leaderboard files (``*.yaml``): one table each, read by :mod:`cirbench.leaderboards`."""
