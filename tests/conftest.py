@@ -173,3 +173,16 @@ def isolated_cache(tmp_path_factory):
         os.environ.pop("CIRBENCH_CACHE", None)
     else:
         os.environ["CIRBENCH_CACHE"] = old_env
+
+
+def run_cli(capsys, *args):
+    """Run the ``cirbench`` CLI in-process as a user would; returns (exit code, stdout, stderr)."""
+    from cirbench.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

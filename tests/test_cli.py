@@ -3,18 +3,9 @@ import json
 
 import pytest
 
-from cirbench.cli import main
+from conftest import run_cli as cirbench
 
 
-def cirbench(capsys, *args):
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_help_and_lists(capsys):

@@ -1,18 +1,10 @@
 """`cirbench data check`: files present, counts, missing images, and what to put where."""
 import shutil
 
-from cirbench.cli import main
+from conftest import run_cli as cirbench
 from cirbench.datacheck import check
 
 
-def cirbench(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def rows(report):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cirbench import leaderboards as lbs
-from cirbench.cli import main
+from conftest import run_cli as cirbench
 from cirbench.errors import ConfigError
 from cirbench.grid import Grid, default_spec
 from cirbench.registry import get_method, list_methods
@@ -19,14 +19,6 @@ PAPER_RESULTS = Path(__file__).resolve().parents[2] / "shared/data/paper_results
 SHIPPED = ["dqe-cir-fashioniq", "shapes-noise", "spn-cirr", "spn-fashioniq", "tme-noise-cirr", "tme-noise-fashioniq"]
 
 
-def cirbench(capsys, *args):
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_shipped_leaderboards_load_and_their_hparams_fit_the_installed_methods():

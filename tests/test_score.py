@@ -5,21 +5,13 @@ import random
 
 import pytest
 
-from cirbench.cli import main
+from conftest import run_cli as cirbench
 from cirbench.datasets import shapes_root
 from cirbench.runs import RunSpec, Workspace, execute
 
 CATS = ("dress", "shirt", "toptee")
 
 
-def cirbench(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def score_json(capsys, *args):

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from cirbench.cli import main
+from conftest import run_cli as cirbench
 from cirbench.data.loaders import load_cirr
 from cirbench.datasets import shapes_root
 from cirbench.errors import ConfigError, DataError
@@ -14,14 +14,6 @@ from cirbench.runs import RunSpec, Workspace, execute
 from cirbench.submit import FILES, MAX_BYTES, build_submission, check_submission, encode, rank_run, submit_cirr
 
 
-def cirbench(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
