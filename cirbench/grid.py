@@ -86,10 +86,18 @@ class Grid:
         if self.epochs < 1 or self.batch_size < 2:
             raise ConfigError("epochs must be >= 1 and batch_size >= 2")
         self.methods = expand_methods(self.methods)
+        names = set(self.methods) | {m.split(":")[0] for m in self.methods}
         for name in self.hparams:
-            if name not in self.methods and name.split(":")[0] not in self.methods:
-                raise ConfigError(f"hparams given for {name!r}, which is not in this grid's methods")
+            if name not in names:
+                raise ConfigError(f"hparams given for {name!r}, which is not in this grid's methods "
+                                  f"({', '.join(self.methods)})")
         return self
+
+    def hparams_for(self, method: str) -> Dict[str, Any]:
+        """A cell's overrides: those given for the method's base name (``spn``), then those for
+        the full name (``spn:clip4cir``), which win."""
+        base = method.split(":")[0]
+        return {**self.hparams.get(base, {}), **self.hparams.get(method, {})}
 
     def cells(self) -> List[RunSpec]:
         self.validate()
@@ -98,7 +106,7 @@ class Grid:
             out.append(RunSpec(
                 method=method, dataset=dataset, noise_type=self.noise_type, noise_rate=float(rate),
                 noise_seed=self.noise_seed, seed=seed, backbone=self.backbone, weights=self.weights,
-                epochs=self.epochs, batch_size=self.batch_size, hparams=dict(self.hparams.get(method, {})),
+                epochs=self.epochs, batch_size=self.batch_size, hparams=self.hparams_for(method),
                 data_root=self.data_root.get(dataset), exclude_reference=self.exclude_reference,
                 train_limit=self.train_limit,
             ))

@@ -44,22 +44,32 @@ class Combiner(nn.Module):
         return self.mix(z) + lam * text + (1 - lam) * image
 
 
+    @classmethod
+    def from_hparams(cls, dim: int, hp: "CombinerHparams") -> "Combiner":
+        return cls(dim, hp.projection_ratio * dim, hp.hidden_ratio * dim, hp.dropout)
+
+
+@dataclass
+class CombinerHparams(Method.Hparams):
+    """Settings of every method built on the Combiner (clip4cir, ncl-cir, dqe-cir), so that the
+    control and the methods compared with it share one set of defaults."""
+
+    lr: float = 1e-3
+    temperature: float = 0.01
+    dropout: float = 0.5
+    projection_ratio: int = 4
+    hidden_ratio: int = 8
+
+
 @register_method("clip4cir")
 class Clip4Cir(Method):
     """CLIP4Cir Combiner trained with InfoNCE (see module docstring)."""
 
-    @dataclass
-    class Hparams(Method.Hparams):
-        lr: float = 1e-3
-        temperature: float = 0.01
-        dropout: float = 0.5
-        projection_ratio: int = 4
-        hidden_ratio: int = 8
+    Hparams = CombinerHparams
 
     def __init__(self, dims: Dims, hparams=None):
         super().__init__(dims, hparams)
-        d = dims.embed
-        self.combiner = Combiner(d, self.hp.projection_ratio * d, self.hp.hidden_ratio * d, self.hp.dropout)
+        self.combiner = Combiner.from_hparams(dims.embed, self.hp)
 
     def compose(self, reference: Features, text: Features) -> Tensor:
         return self.combiner(F.normalize(reference.embed, dim=-1), F.normalize(text.embed, dim=-1))

@@ -93,7 +93,7 @@ from cirbench.losses import info_nce, pairwise_kl
 from cirbench.method import Batch, Dims, Features, Method
 from cirbench.registry import register_method
 from cirbench.training import TrainContext, embed_images, embed_queries
-from cirbench_methods.clip4cir import Combiner
+from cirbench_methods.clip4cir import Combiner, CombinerHparams
 
 ABLATIONS = ("full", "no-attr", "no-midzone")
 
@@ -119,12 +119,7 @@ class DqeCir(Method):
     arg_hparam = "ablation"
 
     @dataclass
-    class Hparams(Method.Hparams):
-        lr: float = 1e-3
-        temperature: float = 0.01
-        dropout: float = 0.5
-        projection_ratio: int = 4
-        hidden_ratio: int = 8
+    class Hparams(CombinerHparams):
         head_ratio: int = 2  # attribute heads' hidden width, × embed dim
         attribute_prior: float = 2.0  # initial β: how strongly the wording sets the weights
         delta_low: float = 0.05
@@ -149,7 +144,7 @@ class DqeCir(Method):
         if hp.refresh_every < 1:
             raise ConfigError(f"dqe-cir.refresh_every must be >= 1 epoch, got {hp.refresh_every}")
         d = dims.embed
-        self.combiner = Combiner(d, hp.projection_ratio * d, hp.hidden_ratio * d, hp.dropout)
+        self.combiner = Combiner.from_hparams(d, hp)
         self.use_attributes = hp.ablation != "no-attr"
         self.margins = [hp.margin_color if a.name == "color" else hp.margin_shape for a in ATTRIBUTES]
         if self.use_attributes:

@@ -15,7 +15,8 @@ from cirbench.method import Dims, Features
 from cirbench.registry import get_method
 from cirbench.runs import RunSpec, Workspace, execute
 from cirbench.training import TrainConfig, TrainContext, TrainingSet
-from cirbench_methods.ncl_cir import WeightCompensation, diversity_penalty, gmm_clean_probability
+from cirbench_methods.ncl_cir import (WeightCompensation, anchored_clean_probability, diversity_penalty,
+                                     gmm_clean_probability)
 
 
 # -- Noise-pair Filter Block ------------------------------------------------------------------
@@ -37,6 +38,31 @@ def test_gmm_filter_degenerate_losses_keep_everything():
     assert (gmm_clean_probability(np.full(50, 1.3)) == 1).all()
     assert (gmm_clean_probability(np.array([0.7])) == 1).all()
     assert gmm_clean_probability(np.array([])).shape == (0,)
+
+
+def test_anchored_filter_splits_planted_losses_with_the_noise_component_taken_from_null_losses():
+    rng = np.random.default_rng(0)
+    clean, noisy = rng.normal(0.5, 0.15, 700).clip(0), rng.normal(3.0, 0.5, 300)
+    null = rng.normal(3.0, 0.5, 1000)  # what a mismatched pair's loss looks like
+    probs = anchored_clean_probability(np.concatenate([clean, noisy]), null)
+    assert (probs[:700] > 0.9).mean() > 0.98 and (probs[700:] < 0.1).mean() > 0.98
+    assert roc_auc_score(np.r_[np.ones(700), np.zeros(300)], probs) > 0.999
+
+
+def test_anchored_filter_keeps_a_long_tailed_clean_distribution_that_the_free_gmm_splits():
+    # clean data only: skewed losses with a long right tail, far below the loss of a random pairing
+    rng = np.random.default_rng(1)
+    losses = rng.gamma(2.0, 1.0, 2000)
+    null = rng.normal(20.0, 6.0, 2000)
+    assert (gmm_clean_probability(losses) < 0.5).mean() > 0.1  # the free fit rejects the hard tail
+    assert (anchored_clean_probability(losses, null) >= 0.5).mean() > 0.99
+
+
+def test_anchored_filter_degenerate_inputs_keep_everything():
+    assert (anchored_clean_probability(np.full(50, 1.3), np.arange(10.0)) == 1).all()
+    assert (anchored_clean_probability(np.array([0.7]), np.arange(10.0)) == 1).all()
+    assert (anchored_clean_probability(np.arange(5.0), np.array([np.inf, 3.0])) == 1).all()  # < 2 finite nulls
+    assert anchored_clean_probability(np.array([]), np.arange(3.0)).shape == (0,)
 
 
 # -- soft-label NCE ---------------------------------------------------------------------------------
@@ -92,6 +118,8 @@ def test_bad_hyper_parameters_are_clear_errors():
     cls = get_method("ncl-cir")
     with pytest.raises(ConfigError, match="filter_loss"):
         cls(Dims(8, 8), cls.make_hparams({"filter_loss": "nope"}))
+    with pytest.raises(ConfigError, match="filter_fit"):
+        cls(Dims(8, 8), cls.make_hparams({"filter_fit": "nope"}))
     with pytest.raises(ConfigError, match="heads"):
         cls(Dims(8, 8), cls.make_hparams({"heads": "0"}))
 
@@ -119,6 +147,12 @@ def test_on_epoch_start_gives_probabilities_to_annotated_triplets_and_one_to_gen
     assert 0 <= ctx.log["filter_selected"] <= 1
     batch = train.batch(torch.arange(6))
     assert torch.isfinite(method.loss(batch, ctx))
+    losses = method.sample_losses(train, ctx, seed=1)
+    assert set(losses) == {"query", "text"}  # text_check is on by default
+    for loss, null in losses.values():
+        assert loss.shape == null.shape == (len(train),) and torch.isfinite(loss).all()
+    # the null draw is seeded: the same seed gives the same mismatched pairs
+    assert torch.equal(losses["query"][1], method.sample_losses(train, ctx, seed=1)["query"][1])
 
 
 # -- end to end ----------------------------------------------------------------------------------

@@ -313,3 +313,15 @@ def test_spn_with_both_parts_off_is_exactly_its_base(tmp_path, ws):
     plain = execute(_spec(method="clip4cir", dataset="shapes-cirr", hparams={}), tmp_path, ws)
     wrapped = execute(_spec(dataset="shapes-cirr", hparams={"positives": False, "negatives": False}), tmp_path, ws)
     assert wrapped["best"] == plain["best"] and wrapped["last"] == plain["last"]
+
+
+def test_grid_hparams_for_the_base_name_reach_every_wrapped_variant():
+    from cirbench.grid import Grid
+
+    g = Grid(methods=["spn:clip4cir", "spn:dqe-cir"], datasets=["shapes-cirr"], noise_rates=[0], seeds=[0],
+             hparams={"spn": {"stage2_epochs": 3, "base_lr": 1e-4}, "spn:dqe-cir": {"stage2_epochs": 5}})
+    by_method = {c.method: c.hparams for c in g.cells()}
+    assert by_method["spn:clip4cir"] == {"stage2_epochs": 3, "base_lr": 1e-4}
+    assert by_method["spn:dqe-cir"] == {"stage2_epochs": 5, "base_lr": 1e-4}  # the full name wins
+    with pytest.raises(ConfigError, match="not in this grid's methods"):
+        Grid(methods=["spn:clip4cir"], hparams={"clip4cir": {"lr": 1}}).validate()
