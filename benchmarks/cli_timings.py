@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 CIRBENCH = [str(Path(sys.executable).with_name("cirbench"))]
-PREPARE = ("from cirbench.backbones.warmstart import tiny_shapes_weights; tiny_shapes_weights()")
+PREPARE = ("from cirbench.backbones.tiny import tiny_shapes_weights; tiny_shapes_weights()")
 
 
 def timed(cmd, env, label):

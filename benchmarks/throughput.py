@@ -14,14 +14,14 @@ with ``needs_tokens``). For each backbone, with random weights —
   32 queries, 256-d joint space), from ``transformers.Blip2Config()`` —
 
 it measures ``encode``, then builds feature tables of the shapes that backbone produces (random
-values: speed does not depend on them), held on the device as ``cirbench.runs.Workspace`` holds
+values: speed does not depend on them), held on the device as ``cirbench.runner.Workspace`` holds
 them, and times:
 
 * **train** (triplets/s): ``cirbench.training.fit`` over ``--triplets`` training triplets — the
   real loop (per-epoch hooks, shuffles, bf16 autocast on CUDA, optimizer, per-epoch checkpoint),
   with validation left out; one warm-up epoch, then ``--epochs`` timed epochs;
 * **eval** (queries/s): composing ``--queries`` queries, embedding a ``--gallery`` image gallery
-  and ranking it to depth 50 with ``cirbench.evaluation.topk_rankings`` (ids returned to the host);
+  and ranking it to depth 50 with ``cirbench.eval.evaluation.topk_rankings`` (ids returned to the host);
 * ``--sync-check`` (CUDA): training steps under ``torch.cuda.set_sync_debug_mode("warn")``; any
   host-device synchronisation inside a step is counted and located.
 """
@@ -45,11 +45,20 @@ import torch
 from cirbench.backbones import build_backbone
 from cirbench.data.shapes import COLORS, POSITIONS, SHAPES, SIZES
 from cirbench.data.triplets import Triplet
-from cirbench.evaluation import topk_rankings
-from cirbench.features import FeatureTable, _autocast
-from cirbench.method import Dims, Features
+from cirbench.devices import autocast
+from cirbench.eval.evaluation import topk_rankings
+from cirbench.features import FeatureTable
 from cirbench.registry import get_method
-from cirbench.training import TrainConfig, TrainContext, TrainingSet, Validation, embed_images, embed_queries, fit
+from cirbench.training import (
+    TrainConfig,
+    TrainContext,
+    TrainingSet,
+    Validation,
+    fit,
+    stage_optimizer,
+    train_step,
+)
+from cirbench.types import Dims, Features
 
 BACKBONES = ("tiny", "vit-b-32", "blip2")
 WORDS = [*COLORS, *SHAPES, *SIZES, *" ".join(POSITIONS).split(),
@@ -111,11 +120,11 @@ def encode_rates(bb, device: torch.device, batch: int, min_seconds: float) -> Di
     sample = texts(batch)
 
     def images():
-        with _autocast(bb):
+        with autocast(bb.device):
             bb.encode_images(pixels)
 
     def texts_():
-        with _autocast(bb):
+        with autocast(bb.device):
             bb.encode_texts(sample)
 
     return {"image_size": int(size[0]), "encode_images_per_s": rate(images, batch, device, min_seconds),
@@ -126,7 +135,7 @@ def feature_shapes(bb, device: torch.device) -> Dict[str, int]:
     from PIL import Image
 
     px = torch.stack([bb.preprocess(Image.new("RGB", (64, 64)))] * 2).to(device)
-    with _autocast(bb):
+    with autocast(bb.device):
         img = bb.encode_images(px, tokens=True)
         txt = bb.encode_texts(texts(64), tokens=True)
     return {"embed_dim": img.embed.shape[1], "image_tokens": img.tokens.shape[1],
@@ -187,8 +196,8 @@ def method_rates(method_name: str, shapes: Dict[str, int], device: torch.device,
     ids = images.keys
 
     def evaluate():
-        queries = embed_queries(method, refs, qtexts)
-        gallery = embed_images(method, images.features)
+        queries = method.query_embeddings(refs, qtexts)
+        gallery = method.gallery_embeddings(images.features)
         topk_rankings(queries, gallery, ids, k=50)
 
     out["eval_queries_per_s"] = rate(evaluate, args.queries, device, args.min_seconds)
@@ -200,8 +209,7 @@ def method_rates(method_name: str, shapes: Dict[str, int], device: torch.device,
 def sync_check(method, train: TrainingSet, device: torch.device, args, steps: int = 20) -> dict:
     """Training steps exactly as ``fit`` runs them, under CUDA's sync debug mode."""
     stage = method.stages(1)[0]
-    params = [p for p in stage.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=method.hp.lr, weight_decay=method.hp.weight_decay)
+    optimizer = stage_optimizer(method, stage)
     generator = torch.Generator().manual_seed(0)
     ctx = TrainContext(train, TrainConfig(1, args.batch_size, 0, str(device)), device, generator=generator, epochs=1)
     method.on_epoch_start(ctx)
@@ -216,12 +224,7 @@ def sync_check(method, train: TrainingSet, device: torch.device, args, steps: in
         torch.cuda.set_sync_debug_mode("warn")
         try:
             for batch in batches:
-                with ctx.autocast():
-                    loss = stage.loss(batch, ctx)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach().float()
+                total += train_step(stage, batch, ctx, optimizer)
                 done += 1
                 if done == steps:
                     break

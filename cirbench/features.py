@@ -22,8 +22,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .backbones.base import Backbone
+from .devices import autocast
 from .errors import DataError
-from .method import Features
+from .files import save_torch
+from .types import Features
 
 log = logging.getLogger("cirbench")
 CACHE_VERSION = 1
@@ -66,15 +68,12 @@ def _load_or_compute(path: Path, compute) -> Features:
         None if feats.tokens is None else feats.tokens.half().cpu(),
         None if feats.mask is None else feats.mask.cpu(),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
     blob = {"embed": feats.embed}
     if feats.tokens is not None:
         blob["tokens"] = feats.tokens
     if feats.mask is not None:
         blob["mask"] = feats.mask
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    save_torch(blob, path)
     return feats
 
 
@@ -117,7 +116,7 @@ def image_features(backbone: Backbone, ids: Sequence[str], paths: Dict[str, Path
                                              num_workers=workers, pin_memory=backbone.device.type == "cuda")
         parts = []
         for pixels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if progress else True):
-            with _autocast(backbone):
+            with autocast(backbone.device):
                 parts.append(backbone.encode_images(pixels.to(backbone.device, non_blocking=True), tokens=tokens))
         return _concat(parts)
 
@@ -135,7 +134,7 @@ def text_features(backbone: Backbone, texts: Sequence[str], *, tokens: bool, cac
         parts = []
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False,
                           disable=None if progress else True):
-            with _autocast(backbone):
+            with autocast(backbone.device):
                 parts.append(backbone.encode_texts(texts[start:start + batch_size], tokens=tokens))
         if tokens:  # pad every batch to the same length before concatenating
             width = max(p.tokens.shape[1] for p in parts)
@@ -156,9 +155,3 @@ def _pad(f: Features, width: int) -> Features:
     tokens = torch.nn.functional.pad(f.tokens, (0, 0, 0, extra))
     mask = torch.nn.functional.pad(f.mask, (0, extra), value=False)
     return Features(f.embed, tokens, mask)
-
-
-def _autocast(backbone: Backbone):
-    if backbone.device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)

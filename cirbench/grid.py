@@ -26,26 +26,27 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from . import datasets
+from .data import datasets
+from .data.noise import NOISE_TYPES
 from .errors import ConfigError
-from .noise import NOISE_TYPES
+from .paths import LEADERBOARDS_DIR
 from .registry import expand_methods
 from .runs import RunSpec
 
 QUICK = {"epochs": 2, "rates": [0.0, 0.5], "train_limit": 1200}
-DEFAULT_LEADERBOARD = "shapes-noise"
+#: The embedded benchmark: the leaderboard whose grid ``cirbench run`` runs with no arguments.
+EMBEDDED_BENCHMARK = LEADERBOARDS_DIR / "shapes-noise.yaml"
 
 
 @functools.lru_cache(maxsize=None)
 def _defaults() -> Dict[str, Any]:
-    from .leaderboards import load
-
-    return load(DEFAULT_LEADERBOARD).grid
+    return load_spec(EMBEDDED_BENCHMARK, key="grid")
 
 
 def default_spec() -> Dict[str, Any]:
     """The embedded benchmark's grid (what ``cirbench run`` runs with no arguments), as Grid keyword
-    arguments: read from ``leaderboards/shapes-noise.yaml``, so the two are one and the same."""
+    arguments: the ``grid:`` of ``cirbench/leaderboards/shapes-noise.yaml``, so the two are one and
+    the same."""
     return copy.deepcopy(_defaults())
 
 
@@ -93,6 +94,12 @@ class Grid:
                                   f"({', '.join(self.methods)})")
         return self
 
+    def summary(self) -> str:
+        """"32 runs (4 methods × 2 datasets × 4 noise rates × 1 seeds)"; the grid must be validated."""
+        n = len(self.methods) * len(self.datasets) * len(self.noise_rates) * len(self.seeds)
+        return (f"{n} runs ({len(self.methods)} methods × {len(self.datasets)} datasets × "
+                f"{len(self.noise_rates)} noise rates × {len(self.seeds)} seeds)")
+
     def hparams_for(self, method: str) -> Dict[str, Any]:
         """A cell's overrides: those given for the method's base name (``spn``), then those for
         the full name (``spn:clip4cir``), which win."""
@@ -118,8 +125,9 @@ _SPEC_KEYS = {"methods", "datasets", "noise", "seeds", "backbone", "weights", "d
 _NOISE_KEYS = {"type", "rates", "seed"}
 
 
-def load_spec(path: Path) -> Dict[str, Any]:
-    """Read a YAML spec into Grid keyword arguments, naming any unknown or malformed key."""
+def load_spec(path: Path, key: Optional[str] = None) -> Dict[str, Any]:
+    """Read a YAML spec into Grid keyword arguments, naming any unknown or malformed key; ``key``
+    reads the spec under that key of the file (a leaderboard's ``grid``)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"spec file {path} does not exist")
@@ -127,7 +135,9 @@ def load_spec(path: Path) -> Dict[str, Any]:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"spec file {path} is not valid YAML: {exc}") from None
-    return spec_from_mapping(raw, f"spec file {path}")
+    if key is not None:
+        raw = raw.get(key) if isinstance(raw, dict) else None
+    return spec_from_mapping(raw, f"spec file {path}" + (f", '{key}'" if key else ""))
 
 
 def spec_from_mapping(raw: Any, where: str) -> Dict[str, Any]:

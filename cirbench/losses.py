@@ -30,16 +30,6 @@ def soft_label_nce(query: Tensor, target: Tensor, labels: Tensor, temperature: f
     return (labels.to(per_sample.dtype) * per_sample).mean()
 
 
-def per_sample_info_nce(query: Tensor, target: Tensor, positive: Tensor, temperature: float) -> Tensor:
-    """Per-query cross-entropy of ``positive[i]`` (a column of ``target``) among all ``target`` rows.
-
-    Both inputs L2-normalised; ``target`` is a candidate pool (e.g. every distinct training target),
-    so the loss of a query does not depend on which batch it happened to be in.
-    """
-    logits = query.float() @ target.float().t() / temperature
-    return F.cross_entropy(logits, positive, reduction="none")
-
-
 def pairwise_kl(query: Tensor, positive: Tensor, negative: Tensor, temperature: float,
                 valid: "Tensor | None" = None) -> "tuple[Tensor, Tensor]":
     """Pairwise preference loss and KL term for one (positive, negative) pair per query (DQE-CIR).

@@ -13,13 +13,15 @@ and may use these hooks: ``on_epoch_start(ctx)`` (GMM fits, negative refresh),
 ``Features.extra``), ``extra_triplets(run)`` (training triplets it generates, e.g. SPN's positives) and
 ``clean_probabilities()`` (per-training-triplet clean probabilities, scored against the noise
 manifest). Hyper-parameters are a dataclass ``Hparams`` on the class; users override them
-by name from the CLI or a spec file.
+by name from the CLI or a spec file. ``query_embeddings`` / ``gallery_embeddings`` give the
+normalised embeddings that ranking uses. The data it works on (``Features``, ``Batch``, ``Dims``,
+``Stage``) lives in :mod:`cirbench.types`.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -28,76 +30,12 @@ from torch import Tensor, nn
 
 from .errors import ConfigError
 from .losses import info_nce
+from .types import Batch, Dims, Features, Stage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data.triplets import Triplet
     from .runs import RunContext
     from .training import TrainContext
-
-
-@dataclass
-class Features:
-    """Backbone outputs for a batch of images or texts, in the joint embedding space.
-
-    ``embed`` [B, D] is the global embedding (not normalised). ``tokens`` [B, T, D] are the
-    token features projected into the same space (images: global token first, then patches;
-    texts: start token, words, end token), present only for methods with ``needs_tokens``;
-    ``mask`` [B, T] marks real (non-padding) tokens. ``extra`` [B, K] is what the method's
-    ``text_side_features`` derived from the raw texts (texts only; ``None`` otherwise).
-    """
-
-    embed: Tensor
-    tokens: Optional[Tensor] = None
-    mask: Optional[Tensor] = None
-    extra: Optional[Tensor] = None
-
-    def __getitem__(self, rows) -> "Features":
-        pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return Features(self.embed[rows], pick(self.tokens), pick(self.mask), pick(self.extra))
-
-    def to(self, device, dtype: Optional[torch.dtype] = None) -> "Features":
-        move = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else None)  # noqa: E731
-        return Features(move(self.embed), move(self.tokens), move(self.mask), move(self.extra))
-
-
-@dataclass
-class Batch:
-    """A training batch: features of references, texts and targets, and where they came from.
-
-    ``index`` holds the triplets' positions in the training set (for per-triplet state such as
-    clean probabilities); ``target_rows`` the targets' rows in the image table (to spot the
-    same target twice in a batch).
-    """
-
-    index: Tensor
-    reference: Features
-    text: Features
-    target: Features
-    target_rows: Tensor
-
-
-@dataclass
-class Stage:
-    """One training stage: which parameters train, with which loss, for how long.
-
-    ``parameters`` and ``loss`` are callables so that a stage can freeze parts that earlier
-    stages trained (SPN's stage 2). ``lr`` / ``batch_size`` default to the run's.
-    """
-
-    name: str
-    epochs: int
-    parameters: Callable[[], Iterable[nn.Parameter]]
-    loss: Callable[["Batch", "TrainContext"], Tensor]
-    lr: Optional[float] = None
-    batch_size: Optional[int] = None
-
-
-@dataclass
-class Dims:
-    """Sizes a method needs to build its layers."""
-
-    embed: int
-    tokens: int = 0
 
 
 class Method(nn.Module):
@@ -152,6 +90,23 @@ class Method(nn.Module):
         """Per-training-triplet probability of being clean, if the method estimates one."""
         return None
 
+    # -- what ranking uses ------------------------------------------------------------------
+    @torch.no_grad()
+    def query_embeddings(self, reference: Features, text: Features, chunk: int = 1024) -> Tensor:
+        """L2-normalised ``compose`` of parallel rows of reference and text features, in chunks,
+        without gradients: the queries evaluation ranks with."""
+        out = [F.normalize(self.compose(reference[s:s + chunk], text[s:s + chunk]).float(), dim=-1)
+               for s in range(0, reference.embed.shape[0], chunk)]
+        return torch.cat(out) if out else torch.zeros(0, self.dims.embed)
+
+    @torch.no_grad()
+    def gallery_embeddings(self, images: Features, chunk: int = 4096) -> Tensor:
+        """L2-normalised ``embed_target`` of image features, in chunks, without gradients: what
+        evaluation ranks (and what SPN's bank and DQE-CIR's negative pool hold)."""
+        out = [F.normalize(self.embed_target(images[s:s + chunk]).float(), dim=-1)
+               for s in range(0, images.embed.shape[0], chunk)]
+        return torch.cat(out) if out else torch.zeros(0, self.dims.embed)
+
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def wants_tokens(cls, hparams: "Method.Hparams") -> bool:
@@ -183,8 +138,4 @@ class Method(nn.Module):
         return cls.Hparams(**overrides)
 
 
-def hparams_dict(hp: Any) -> Dict[str, Any]:
-    return dataclasses.asdict(hp)
-
-
-__all__ = ["Batch", "Dims", "Features", "Method", "Stage", "hparams_dict"]
+__all__ = ["Method"]

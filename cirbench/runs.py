@@ -1,44 +1,31 @@
-"""Runs: one directory per cell of the grid (method × dataset × noise × seed).
+"""Runs: one folder per cell of the grid (method × dataset × noise × seed).
 
-A run directory holds ``config.json`` (the resolved cell), ``noise_manifest.json``,
-``history.jsonl`` (one line per epoch), ``checkpoint.pt`` (to resume), ``best_model.pt``
-(the method's weights at the best validation epoch), ``predictions/``
-(val rankings of the best epoch, in the formats ``cirbench score`` reads) and, once the run
-has finished, ``metrics.json`` (best and last metrics, the evaluation protocol, provenance).
-A cell whose ``metrics.json`` says finished is skipped when the grid runs again; a cell with a
-checkpoint continues where it stopped.
+A run folder (:class:`RunDir`) holds ``config.json`` (the resolved cell), ``noise_manifest.json``,
+``history.jsonl`` (one line per epoch), ``checkpoint.pt`` (to resume), ``best_model.pt`` (the
+method's weights at the best validation epoch), ``predictions/`` (val rankings of the best epoch,
+in the formats ``cirbench score`` reads) and, once the run has finished, ``metrics.json`` (best
+and last metrics, the evaluation protocol, provenance). A cell whose ``metrics.json`` says finished
+is skipped when the grid runs again; a cell with a checkpoint continues where it stopped.
+
+:class:`RunSpec` is a cell and its ``config.json``, :class:`RunDir` a run folder's files, and
+:func:`read_runs` the one reader of finished runs (:class:`RunRecord`), which every report uses.
+This module stays light (no torch), so that ``cirbench table`` starts at once; what trains a cell
+is :mod:`cirbench.runner`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
-import platform
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
-import torch
+from .data import datasets
+from .errors import ConfigError, DataError
+from .files import write_json
 
-from . import __version__, datasets
-from .backbones import build_backbone
-from .data.triplets import CIRDataset, Triplet, eval_text, train_texts
-from .detection import detection_metrics
-from .errors import ConfigError
-from .evaluation import evaluate, selection_value
-from .features import FeatureTable, image_features, text_features
-from .method import Dims, hparams_dict
-from .noise import inject_noise, save_manifest
-from .paths import cache_dir as default_cache_dir
-from .registry import get_method
-from .training import TrainConfig, TrainingSet, Validation, embed_images, embed_queries, fit
-
-log = logging.getLogger("cirbench")
+if TYPE_CHECKING:  # pragma: no cover
+    from .eval.evaluation import EvalResult
 
 
 @dataclass
@@ -64,233 +51,179 @@ class RunSpec:
         noise = "clean" if self.noise_rate == 0 else f"{self.noise_type}-{self.noise_rate:g}-ns{self.noise_seed}"
         return f"{self.dataset}/{self.method.replace(':', '+')}/{noise}/seed{self.seed}"
 
-    def to_dict(self) -> dict:
+    def to_config(self) -> dict:
         """The resolved config as stored in ``config.json`` (noise nested, layout added)."""
         d = dataclasses.asdict(self)
         noise = {"type": d.pop("noise_type"), "rate": d.pop("noise_rate"), "seed": d.pop("noise_seed")}
         return {"method": d.pop("method"), "dataset": d.pop("dataset"), "layout": datasets.layout_of(self.dataset),
                 "noise": noise, **d}
 
+    @classmethod
+    def from_config(cls, config: dict) -> "RunSpec":
+        """The spec a ``config.json`` was written from (the inverse of :meth:`to_config`)."""
+        d = dict(config)
+        d.pop("layout", None)
+        noise = d.pop("noise", {}) or {}
+        d.update({"noise_type": noise.get("type", "mixed"), "noise_rate": noise.get("rate", 0.0),
+                  "noise_seed": noise.get("seed", 0)})
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise DataError(f"config.json has settings this cirbench does not know: {', '.join(unknown)} "
+                            "(made by another version?)")
+        return cls(**d)
+
 
 @dataclass
-class RunContext:
-    """What a method may look at before training (``Method.extra_triplets``): the cell, its data
-    and (noisy) training triplets, the frozen image features and backbone, and where to write."""
+class RunRecord:
+    """A finished run as the tables read it: its folder, ``config.json`` and ``metrics.json``."""
 
-    spec: RunSpec
-    data: CIRDataset
-    train_triplets: List[Triplet]
-    images: FeatureTable
-    backbone: Any
-    run_dir: Path
-    cache_dir: Path
-    device: torch.device
+    dir: Path
+    config: dict
+    metrics: dict
 
+    @property
+    def method(self) -> str:
+        return str(self.config.get("method", "?"))
 
-def resolve_method(spec: RunSpec):
-    """The method class and its hyper-parameters; ``name:arg`` sets the class's ``arg_hparam``
-    (``spn:clip4cir`` means SPN with ``base=clip4cir``)."""
-    name, sep, arg = spec.method.partition(":")
-    cls = get_method(name)
-    overrides = dict(spec.hparams)
-    if sep:
-        if not cls.arg_hparam:
-            raise ConfigError(f"method {name!r} takes no ':argument' (got {spec.method!r})")
-        overrides[cls.arg_hparam] = arg
-    return cls, cls.make_hparams(overrides)
+    @property
+    def dataset(self) -> str:
+        return str(self.config.get("dataset", "?"))
 
+    @property
+    def layout(self) -> Optional[str]:
+        return self.config.get("layout") or (self.metrics.get("protocol") or {}).get("dataset_layout")
 
-def provenance(device: torch.device) -> dict:
-    """Who computed a result: versions, commit, machine (after Hugging Face evaluate's saving)."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                                capture_output=True, text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    import open_clip
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
 
-    return {
-        "cirbench": __version__, "git_commit": commit, "python": platform.python_version(),
-        "torch": torch.__version__, "open_clip": open_clip.__version__, "platform": platform.platform(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    @property
+    def noise(self) -> dict:
+        """``{"type", "rate", "seed"}`` as configured (empty for runs written without noise settings)."""
+        return self.config.get("noise") or {}
+
+    @property
+    def backbone(self) -> str:
+        """The backbone, with its weights when they were named: ``tiny (random)``."""
+        name = str(self.config.get("backbone", "?"))
+        return f"{name} ({self.config['weights']})" if self.config.get("weights") else name
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+class RunRecords(list):
+    """The finished runs under a folder (a list of :class:`RunRecord`) plus ``skipped``: run folders
+    left out because they are unfinished or unreadable."""
+
+    def __init__(self, runs: Sequence[RunRecord] = (), skipped: Sequence[Path] = ()):
+        super().__init__(runs)
+        self.skipped = list(skipped)
 
 
-def read_metrics(run_dir: Path) -> Optional[dict]:
-    path = Path(run_dir) / "metrics.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
+class RunDir:
+    """A run's folder: where each of its files lives, and reading and writing them (atomically)."""
 
+    def __init__(self, path):
+        self.path = Path(path)
 
-def is_finished(run_dir: Path) -> bool:
-    m = read_metrics(run_dir)
-    return bool(m) and m.get("status") == "finished"
+    config_file = property(lambda self: self.path / "config.json")
+    manifest_file = property(lambda self: self.path / "noise_manifest.json")
+    history_file = property(lambda self: self.path / "history.jsonl")
+    checkpoint_file = property(lambda self: self.path / "checkpoint.pt")
+    best_model_file = property(lambda self: self.path / "best_model.pt")
+    predictions_dir = property(lambda self: self.path / "predictions")
+    metrics_file = property(lambda self: self.path / "metrics.json")
 
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
 
-class Workspace:
-    """Things a grid shares between its cells: loaded datasets, backbones and image features."""
-
-    def __init__(self, cache_dir: Optional[Path] = None, device: str = "cpu", progress: bool = True):
-        self.cache_dir = default_cache_dir(cache_dir)
-        self.device = torch.device(device)
-        self.progress = progress
-        self._datasets: Dict[tuple, CIRDataset] = {}
-        self._backbones: Dict[tuple, Any] = {}
-        self._images: Dict[tuple, FeatureTable] = {}
-
-    def dataset(self, spec: RunSpec) -> CIRDataset:
-        key = (spec.dataset, spec.data_root)
-        if key not in self._datasets:
-            self._datasets[key] = datasets.load(spec.dataset, spec.data_root, self.cache_dir)
-        return self._datasets[key]
-
-    def annotated_train(self, spec: RunSpec) -> list:
-        """Training triplets as the annotation files list them (images on disk or not)."""
-        key = ("annotated", spec.dataset, spec.data_root)
-        if key not in self._datasets:
-            self._datasets[key] = datasets.load(spec.dataset, spec.data_root, self.cache_dir, splits=("train",),
-                                                require_images=False)
-        return self._datasets[key].split("train").triplets
-
-    def backbone(self, spec: RunSpec):
-        key = (spec.backbone, spec.weights)
-        if key not in self._backbones:
-            self._backbones[key] = build_backbone(spec.backbone, spec.weights, self.cache_dir).to(self.device)
-        return self._backbones[key]
-
-    def images(self, spec: RunSpec, tokens: bool) -> FeatureTable:
-        key = (spec.dataset, spec.data_root, spec.backbone, spec.weights, tokens)
-        if key not in self._images:
-            data = self.dataset(spec)
-            ids = sorted(data.image_paths)
-            table = image_features(self.backbone(spec), ids, data.image_paths, tokens=tokens,
-                                   cache_dir=self.cache_dir, desc=f"encoding {spec.dataset} images",
-                                   progress=self.progress)
-            self._images[key] = table.to(self.device)
-        return self._images[key]
-
-    def texts(self, spec: RunSpec, texts: List[str], tokens: bool) -> FeatureTable:
-        return text_features(self.backbone(spec), texts, tokens=tokens, cache_dir=self.cache_dir,
-                             desc=f"encoding {spec.dataset} texts", progress=self.progress).to(self.device)
-
-
-def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) -> dict:
-    """Run one cell (or finish it, or skip it if done); returns its ``metrics.json`` content."""
-    run_dir = Path(out_dir) / spec.dirname()
-    config = spec.to_dict()
-    cfg_path = run_dir / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != config:
-            if not force:
-                diff = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in config if old.get(k) != config[k])
-                raise ConfigError(f"{run_dir} holds a run with other settings ({diff}); choose another --out, "
-                                  "or pass --force to start it again")
-            for stale in ("metrics.json", "checkpoint.pt", "history.jsonl"):
-                (run_dir / stale).unlink(missing_ok=True)
-    if is_finished(run_dir):
-        return read_metrics(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(cfg_path, config)
-    started = time.time()
-
-    cls, hparams = resolve_method(spec)
-    data = ws.dataset(spec)
-    layout = data.layout
-    val_split = data.split("val")
-    # Noise is drawn on the training triplets as annotated (exactly what `cirbench noise` draws);
-    # triplets whose images are missing on disk are dropped afterwards.
-    clean = ws.annotated_train(spec)[: spec.train_limit or None]
-    noise = inject_noise(clean, spec.noise_rate, spec.noise_type, spec.noise_seed)
-    save_manifest(noise.manifest, run_dir / "noise_manifest.json")
-    train_triplets = [t for t in noise.triplets if t.reference in data.image_paths and t.target in data.image_paths]
-
-    tokens = cls.wants_tokens(hparams)
-    images = ws.images(spec, tokens)
-    dims = Dims(embed=images.features.embed.shape[1],
-                tokens=0 if images.features.tokens is None else images.features.tokens.shape[-1])
-    torch.manual_seed(spec.seed)  # the method's initial weights depend on the training seed only
-    method = cls(dims, hparams)
-    run = RunContext(spec, data, train_triplets, images, ws.backbone(spec), run_dir, ws.cache_dir, ws.device)
-    extra = method.extra_triplets(run)  # e.g. SPN's generated positives: never noised, never evaluated
-    texts_needed = [x for t in train_triplets + extra for x in train_texts(layout, t)]
-    texts_needed += [eval_text(layout, t) for t in val_split.triplets]
-    texts = ws.texts(spec, texts_needed, tokens)
-    side = method.text_side_features(texts.keys)
-    if side is not None:
-        texts = FeatureTable(texts.keys, dataclasses.replace(texts.features, extra=side.to(ws.device)))
-    train = TrainingSet(layout, train_triplets + extra, images, texts, generated=len(extra))
-    val_refs = images.features[images.rows([t.reference for t in val_split.triplets]).to(ws.device)]
-    val_texts = texts.features[texts.rows([eval_text(layout, t) for t in val_split.triplets]).to(ws.device)]
-
-    def validate(m) -> Validation:
-        result = evaluate(layout, val_split, embed_queries(m, val_refs, val_texts), embed_images(m, images.features),
-                          images.row, exclude_reference=spec.exclude_reference or None)
-        return Validation(result.metrics, selection_value(layout, result.metrics), result)
-
-    def on_best(val: Validation) -> None:
-        save_predictions(run_dir / "predictions", layout, val.extras)
-        _save_model(method, run_dir / "best_model.pt")
-
-    history_path = run_dir / "history.jsonl"
-
-    annotated_qids = [t.qid for t in train_triplets]
-
-    def noise_detection() -> Optional[dict]:
-        probs = method.clean_probabilities()  # the annotated training triplets (generated ones, if any, last)
-        if probs is None:
+    # -- reading --------------------------------------------------------------------------------
+    def read_metrics(self) -> Optional[dict]:
+        """``metrics.json``, or None when it is missing or unreadable."""
+        try:
+            return json.loads(self.metrics_file.read_text())
+        except (OSError, ValueError):
             return None
-        return detection_metrics(probs[:len(annotated_qids)] if len(probs) == len(train) else probs,
-                                 annotated_qids, noise.manifest)
 
-    def on_epoch(row: dict) -> None:
-        scores = noise_detection()
-        if scores is not None:
-            row["noise_detection"] = scores  # the same dict fit() keeps, so the final history has it too
-        with open(history_path, "a") as f:
+    @property
+    def finished(self) -> bool:
+        m = self.read_metrics()
+        return bool(m) and m.get("status") == "finished"
+
+    def read_spec(self) -> RunSpec:
+        """The cell this folder was written for; DataError when it is not a run folder."""
+        if not self.config_file.is_file():
+            raise DataError(f"{self.path} is not a run folder: no config.json (pass a folder such as "
+                            "runs/shapes-cirr/clip4cir/clean/seed0)")
+        try:
+            config = json.loads(self.config_file.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{self.config_file} is not valid JSON: {e.msg}") from None
+        return RunSpec.from_config(config)
+
+    def record(self) -> Optional[RunRecord]:
+        """The finished run in this folder, or None (unfinished, or its files unreadable)."""
+        metrics = self.read_metrics()
+        try:
+            config = json.loads(self.config_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if not metrics or metrics.get("status") != "finished":
+            return None
+        return RunRecord(self.path, config, metrics)
+
+    # -- writing --------------------------------------------------------------------------------
+    def start(self, spec: RunSpec, force: bool = False) -> Optional[dict]:
+        """Claim the folder for ``spec``: the finished run's metrics if it is done already, else None
+        after writing ``config.json``. A folder holding other settings is refused unless ``force``,
+        which clears its results and checkpoint."""
+        config = spec.to_config()
+        if self.config_file.exists():
+            old = json.loads(self.config_file.read_text())
+            if old != config:
+                if not force:
+                    diff = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}"
+                                     for k in config if old.get(k) != config[k])
+                    raise ConfigError(f"{self.path} holds a run with other settings ({diff}); choose another "
+                                      "--out, or pass --force to start it again")
+                for stale in (self.metrics_file, self.checkpoint_file, self.history_file):
+                    stale.unlink(missing_ok=True)
+        if self.finished:
+            return self.read_metrics()
+        write_json(self.config_file, config)
+        return None
+
+    def append_history(self, row: dict) -> None:
+        with open(self.history_file, "a") as f:
             f.write(json.dumps(row) + "\n")
 
-    result = fit(method, train, validate, TrainConfig(spec.epochs, spec.batch_size, spec.seed, str(ws.device)),
-                 run_dir / "checkpoint.pt", on_best=on_best, on_epoch=on_epoch, progress=ws.progress)
-    history_path.write_text("".join(json.dumps(r) + "\n" for r in result["history"]))  # canonical, resume-proof
-    final_eval = validate(method)
-    metrics = {
-        "status": "finished",
-        "best": result["best"], "last": result["last"], "best_epoch": result["best_epoch"],
-        "epochs_run": len(result["history"]),
-        "protocol": final_eval.extras.protocol,
-        "noise": {k: noise.manifest[k] for k in ("type", "rate", "seed", "n_triplets", "n_noisy", "realised_rate")},
-        "config": config, "hparams": hparams_dict(hparams),
-        **({"noise_detection": scores} if (scores := noise_detection()) is not None else {}),
-        "provenance": {**provenance(ws.device), "wall_seconds": round(time.time() - started, 2)},
-    }
-    _write_json(run_dir / "metrics.json", metrics)
-    return metrics
+    def write_history(self, rows: Sequence[dict]) -> None:
+        """The whole history at once (canonical after a resume, which appended some rows twice)."""
+        self.history_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def save_predictions(self, layout: str, result: "EvalResult") -> None:
+        """Val rankings in the formats ``cirbench score`` reads (CIRR: the official submission format)."""
+        if layout == "cirr":
+            write_json(self.predictions_dir / "val_recall.json", {"version": "rc2", "metric": "recall", **result.rankings})
+            write_json(self.predictions_dir / "val_recall_subset.json",
+                       {"version": "rc2", "metric": "recall_subset", **result.subset_rankings})
+        else:
+            write_json(self.predictions_dir / "val_rankings.json", result.rankings)
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json(self.metrics_file, metrics)
 
 
-def _save_model(method, path: Path) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(method.state_dict(), tmp)
-    os.replace(tmp, path)
+def read_runs(root) -> RunRecords:
+    """Every finished run under ``root`` (recursive); folders with a ``config.json`` or
+    ``metrics.json`` that are not finished runs are listed in ``.skipped``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"runs directory {root} does not exist")
+    dirs = sorted({p.parent for name in ("config.json", "metrics.json") for p in root.rglob(name)})
+    runs, skipped = [], []
+    for d in dirs:
+        record = RunDir(d).record()
+        (runs if record is not None else skipped).append(record or d)
+    return RunRecords(runs, skipped)
 
 
-def save_predictions(folder: Path, layout: str, result) -> None:
-    """Val rankings in the formats ``cirbench score`` reads (CIRR: the official submission format)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if layout == "cirr":
-        _write_json(folder / "val_recall.json", {"version": "rc2", "metric": "recall", **result.rankings})
-        _write_json(folder / "val_recall_subset.json",
-                    {"version": "rc2", "metric": "recall_subset", **result.subset_rankings})
-    else:
-        _write_json(folder / "val_rankings.json", result.rankings)
+__all__ = ["RunDir", "RunRecord", "RunRecords", "RunSpec", "read_runs"]

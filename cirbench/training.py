@@ -12,22 +12,22 @@ uninterrupted run.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data.triplets import Triplet, train_texts
+from .devices import autocast
 from .features import FeatureTable
-from .method import Batch, Method
+from .files import save_torch
+from .method import Method
+from .types import Batch, Stage
 
 log = logging.getLogger("cirbench")
 
@@ -112,9 +112,8 @@ class TrainContext:
     log: Dict[str, float] = field(default_factory=dict)
 
     def autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """The training step's mixed precision on this device (bf16 on CUDA)."""
+        return autocast(self.device)
 
 
 @dataclass
@@ -131,10 +130,20 @@ def _epoch_seed(seed: int, stage: int, epoch: int) -> int:
     return (seed * 1_000_003 + stage * 10_007 + epoch) % (2**31 - 1)
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def stage_optimizer(method: Method, stage: Stage) -> torch.optim.Optimizer:
+    """AdamW over the stage's trainable parameters, at the stage's lr (default: the method's)."""
+    params = [p for p in stage.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=stage.lr or method.hp.lr, weight_decay=method.hp.weight_decay)
+
+
+def train_step(stage: Stage, batch: Batch, ctx: TrainContext, optimizer: torch.optim.Optimizer) -> Tensor:
+    """One optimisation step on ``batch``; returns the loss, detached, still on the device."""
+    with ctx.autocast():
+        loss = stage.loss(batch, ctx)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach().float()
 
 
 def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validation], config: TrainConfig,
@@ -160,9 +169,7 @@ def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validat
     for stage_index, stage in enumerate(stages):
         if stage_index < state["stage"]:
             continue
-        params = [p for p in stage.parameters() if p.requires_grad]
-        hp = method.hp
-        optimizer = torch.optim.AdamW(params, lr=stage.lr or hp.lr, weight_decay=hp.weight_decay)
+        optimizer = stage_optimizer(method, stage)
         if saved is not None and saved["stage"] == stage_index and saved.get("optimizer"):
             optimizer.load_state_dict(saved["optimizer"])
         start = state["epoch"] if stage_index == state["stage"] else 0
@@ -179,12 +186,7 @@ def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validat
             total = torch.zeros((), device=device)
             steps = 0
             for batch in train.batches(stage.batch_size or config.batch_size, generator, drop_last=True):
-                with ctx.autocast():
-                    loss = stage.loss(batch, ctx)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach().float()
+                total += train_step(stage, batch, ctx, optimizer)
                 steps += 1
             method.eval()
             val = validate(method)
@@ -200,7 +202,7 @@ def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validat
             state["stage"], state["epoch"] = stage_index, epoch + 1
             if epoch + 1 == stage.epochs:
                 state["stage"], state["epoch"] = stage_index + 1, 0
-            _save_atomic({**state, "method": method.state_dict(),
+            save_torch({**state, "method": method.state_dict(),
                           "optimizer": optimizer.state_dict() if state["stage"] == stage_index else None},
                          checkpoint)
             on_epoch(row)
@@ -209,24 +211,5 @@ def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validat
     return {k: state[k] for k in ("history", "best", "last", "best_epoch")}
 
 
-@torch.no_grad()
-def embed_queries(method: Method, references, texts, chunk: int = 1024) -> Tensor:
-    """Normalised query embeddings for parallel lists of reference and text Features rows."""
-    out = []
-    n = references.embed.shape[0]
-    for s in range(0, n, chunk):
-        out.append(F.normalize(method.compose(references[s:s + chunk], texts[s:s + chunk]).float(), dim=-1))
-    return torch.cat(out) if out else torch.zeros(0, method.dims.embed)
-
-
-@torch.no_grad()
-def embed_images(method: Method, images, chunk: int = 4096) -> Tensor:
-    out = []
-    n = images.embed.shape[0]
-    for s in range(0, n, chunk):
-        out.append(F.normalize(method.embed_target(images[s:s + chunk]).float(), dim=-1))
-    return torch.cat(out) if out else torch.zeros(0, method.dims.embed)
-
-
-__all__: List[str] = ["TrainConfig", "TrainContext", "TrainingSet", "Validation", "embed_images",
-                      "embed_queries", "fit"]
+__all__: List[str] = ["TrainConfig", "TrainContext", "TrainingSet", "Validation", "fit", "stage_optimizer",
+                      "train_step"]

@@ -31,7 +31,7 @@ What the paper leaves open, and what this module chose:
   triplets (lower training loss, worse validation); on clean shapes-fashioniq with the filter off,
   seed 0, avg R@10 was 42.5 with K=4 concatenated, 48.6 with K=2, 52.0 with K=1, and 53.3 with
   K=4 averaged + dropout (clip4cir: 54.9).
-* Composition: the CLIP4Cir Combiner (imported from ``cirbench_methods.clip4cir``, same widths and
+* Composition: the CLIP4Cir Combiner (``cirbench_methods.combiner``, same widths and
   dropout), so that NCL-CIR differs from the ``clip4cir`` control only by WCB, NFB and the loss.
   The backbone stays frozen (as for every cirbench method); AdamW, lr 1e-3, temperature 0.01.
 * Filter loss (``filter_loss=ref``, the default): the per-sample InfoNCE of each query against
@@ -86,16 +86,16 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from cirbench_methods.combiner import Combiner, CombinerHparams
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 
 from cirbench.errors import ConfigError
-from cirbench.losses import per_sample_info_nce, soft_label_nce
-from cirbench.method import Batch, Dims, Features, Method
+from cirbench.losses import soft_label_nce
+from cirbench.method import Method
 from cirbench.registry import register_method
-
-from .clip4cir import Combiner, CombinerHparams, CombinerHparams
+from cirbench.types import Batch, Dims, Features
 
 FILTER_LOSSES = ("ref", "targets")
 FILTER_FITS = ("anchored", "gmm")

@@ -1,119 +1,28 @@
-"""Shared fixtures: the real annotation files (skipped when absent) and builders of tiny
-FashionIQ / CIRR folders in the official layouts, with real 8x8 PNG/JPEG images."""
+"""Fixtures every test may use: the real annotation files (skipped when absent, failing under CI),
+tiny dataset folders, and an isolated cache with small generated data for the whole session."""
 from __future__ import annotations
 
-import contextlib
-import json
+import os
 from pathlib import Path
-from typing import Iterable
 
 import pytest
-from PIL import Image
 
-REAL_ANNOTATIONS = Path(__file__).resolve().parents[2] / "shared/data/annotations"
+from tests.helpers import (
+    REAL_ANNOTATIONS,
+    SMALL_SHAPES,
+    build_cirr,
+    build_fashioniq,
+    remember_full_sizes,
+    shared_or_skip,
+)
 
 
 @pytest.fixture(scope="session")
 def real_annotations() -> Path:
-    """``../shared/data/annotations`` (FashionIQ + CIRR annotation files, no images), or skip."""
-    if not (REAL_ANNOTATIONS / "fashioniq").is_dir() or not (REAL_ANNOTATIONS / "cirr").is_dir():
-        pytest.skip(f"real annotation files not found at {REAL_ANNOTATIONS}")
+    """``../shared/data/annotations`` (FashionIQ + CIRR annotation files, no images)."""
+    shared_or_skip(REAL_ANNOTATIONS / "fashioniq")
+    shared_or_skip(REAL_ANNOTATIONS / "cirr")
     return REAL_ANNOTATIONS
-
-
-def write_image(path: Path, color=(200, 30, 30)) -> Path:
-    """An 8x8 image; the format follows the suffix (.png, .jpg)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8), color).save(path)
-    return path
-
-
-def write_json(path: Path, value) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=1))
-    return path
-
-
-# Tiny FashionIQ, per category <c>: images <c>0..<c>12.
-#   train: 3 triplets (<c>0-><c>1, <c>2-><c>3, <c>4-><c>5), gallery <c>0..<c>5
-#   val:   2 triplets (<c>6-><c>7, <c>8-><c>9),             gallery <c>6..<c>9
-#   test:  2 triplets without target (<c>10, <c>11),         gallery <c>10..<c>12
-TINY_FIQ = {
-    "train": ([(0, 1), (2, 3), (4, 5)], range(0, 6)),
-    "val": ([(6, 7), (8, 9)], range(6, 10)),
-    "test": ([(10, None), (11, None)], range(10, 13)),
-}
-
-
-def build_fashioniq(root: Path, ext: str = "png", categories=("dress", "shirt", "toptee"),
-                    missing: Iterable[str] = (), images: bool = True) -> Path:
-    """Write a tiny FashionIQ (see ``TINY_FIQ``) under ``root``; ``missing`` image ids get no file."""
-    missing = set(missing)
-    for c in categories:
-        for split, (pairs, gallery) in TINY_FIQ.items():
-            entries = []
-            for k, (ref, tgt) in enumerate(pairs):
-                e = {"candidate": f"{c}{ref}", "captions": [f"is {c} {split} {k} a", f"{c} {split} {k} b"]}
-                if tgt is not None:
-                    e["target"] = f"{c}{tgt}"
-                entries.append(e)
-            write_json(root / "captions" / f"cap.{c}.{split}.json", entries)
-            write_json(root / "image_splits" / f"split.{c}.{split}.json", [f"{c}{i}" for i in gallery])
-        if images:
-            for i in range(13):
-                if f"{c}{i}" not in missing:
-                    write_image(root / "images" / f"{c}{i}.{ext}")
-    return root
-
-
-# Tiny CIRR: images train-<k>-0-img0 (k<4) in ./train/<k % 2>/, dev-<k>-0-img0 (k<6) in ./dev/,
-# test1-<k>-0-img0 (k<6) in ./test1/. Triplets: train 2, val 3, test1 2 (no target); every
-# val/test1 query's members are the six images of its split.
-CIRR_FOLDER = {"train": "train", "val": "dev", "test1": "test1"}
-
-
-def _cirr_name(split: str, k: int) -> str:
-    return f"{CIRR_FOLDER[split]}-{k}-0-img0"
-
-
-def _cirr_rel(split: str, k: int) -> str:
-    folder = f"train/{k % 2}" if split == "train" else CIRR_FOLDER[split]
-    return f"./{folder}/{_cirr_name(split, k)}.png"
-
-
-TINY_CIRR = {"train": (4, [(0, 1), (2, 3)]), "val": (6, [(0, 1), (2, 3), (4, 5)]),
-             "test1": (6, [(0, None), (3, None)])}
-
-
-def build_cirr(root: Path, layout: str = "flat", missing: Iterable[str] = (), images: bool = True) -> Path:
-    """Write a tiny CIRR under ``root``.
-
-    ``layout``: ``flat`` (annotations and image folders in root), ``nested`` (annotations in
-    root/cirr, images in root: CLIP4Cir and the official release), ``img_raw`` (annotations in
-    root, images in root/img_raw).
-    """
-    missing = set(missing)
-    ann = root / "cirr" if layout == "nested" else root
-    img_base = root / "img_raw" if layout == "img_raw" else root
-    pairid = 0
-    for split, (n_images, pairs) in TINY_CIRR.items():
-        names = {_cirr_name(split, k): _cirr_rel(split, k) for k in range(n_images)}
-        entries = []
-        for ref, tgt in pairs:
-            e = {"pairid": pairid, "reference": _cirr_name(split, ref), "caption": f"{split} caption {pairid}",
-                 "img_set": {"id": pairid, "members": list(names)[:6]}}
-            if tgt is not None:
-                e["target_hard"] = _cirr_name(split, tgt)
-                e["target_soft"] = {e["target_hard"]: 1.0}
-            entries.append(e)
-            pairid += 1
-        write_json(ann / "captions" / f"cap.rc2.{split}.json", entries)
-        write_json(ann / "image_splits" / f"split.rc2.{split}.json", names)
-        if images:
-            for name, rel in names.items():
-                if name not in missing:
-                    write_image(img_base / rel)
-    return root
 
 
 @pytest.fixture
@@ -128,41 +37,15 @@ def make_cirr(tmp_path):
     return lambda root=None, **kw: build_cirr(Path(root or tmp_path / "cirr_data"), **kw)
 
 
-# --- small generated data and an isolated cache for end-to-end tests -------------------------
-SMALL_SHAPES = {"FASHIONIQ_TRIPLETS": {"train": 90, "val": 40, "test": 10},
-                "CIRR_GROUPS": {"train": 24, "val": 8, "test1": 3}}
-
-
-@contextlib.contextmanager
-def full_size_shapes():
-    """The generator's real sizes, for the tests of the generator itself."""
-    from cirbench.data import shapes
-
-    small = {k: getattr(shapes, k) for k in SMALL_SHAPES}
-    for k, v in _FULL_SIZES.items():
-        setattr(shapes, k, v)
-    try:
-        yield
-    finally:
-        for k, v in small.items():
-            setattr(shapes, k, v)
-
-
-_FULL_SIZES: dict = {}
-
-
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory):
     """Every test runs with its own CIRBENCH_CACHE and small shapes datasets: nothing touches
     ~/.cache, and nothing generates the full-size benchmark."""
-    import os
-
     from cirbench.data import shapes
 
     cache = tmp_path_factory.mktemp("cirbench-cache")
     old_env = os.environ.get("CIRBENCH_CACHE")
-    old_sizes = {k: getattr(shapes, k) for k in SMALL_SHAPES}
-    _FULL_SIZES.update(old_sizes)
+    old_sizes = remember_full_sizes()
     os.environ["CIRBENCH_CACHE"] = str(cache)
     for k, v in SMALL_SHAPES.items():
         setattr(shapes, k, v)
@@ -173,16 +56,3 @@ def isolated_cache(tmp_path_factory):
         os.environ.pop("CIRBENCH_CACHE", None)
     else:
         os.environ["CIRBENCH_CACHE"] = old_env
-
-
-def run_cli(capsys, *args):
-    """Run the ``cirbench`` CLI in-process as a user would; returns (exit code, stdout, stderr)."""
-    from cirbench.cli import main
-
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err

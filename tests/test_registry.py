@@ -1,8 +1,9 @@
 import pytest
 
 from cirbench.errors import ConfigError
-from cirbench.method import Dims, Method
+from cirbench.method import Method
 from cirbench.registry import expand_methods, get_method, list_methods, register_method
+from cirbench.types import Dims
 
 
 def test_builtin_methods_register_through_entry_points():

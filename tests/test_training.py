@@ -3,9 +3,9 @@ import torch
 
 from cirbench.data.triplets import Triplet, fashioniq_train_texts
 from cirbench.features import FeatureTable
-from cirbench.method import Dims, Features
 from cirbench.registry import get_method
 from cirbench.training import TrainConfig, TrainingSet, Validation, fit
+from cirbench.types import Dims, Features
 
 
 def make_set(n=12, dim=8):

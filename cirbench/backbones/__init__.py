@@ -16,45 +16,33 @@ spec                          weights
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from ..errors import ConfigError
 from .base import Backbone
-
-_FACTORIES: Dict[str, Callable[..., Backbone]] = {}
-_DESCRIPTIONS: Dict[str, str] = {}
-
-
-def register_backbone(prefix: str, description: str):
-    """Register a factory ``f(arch, weights, cache_dir) -> Backbone`` for specs ``prefix[:arch]``."""
-
-    def wrap(fn):
-        _FACTORIES[prefix] = fn
-        _DESCRIPTIONS[prefix] = description
-        return fn
-
-    return wrap
+from .registry import DESCRIPTIONS, FACTORIES
 
 
 def list_backbones() -> Dict[str, str]:
+    """Backbone spec prefix -> description, sorted."""
     _import_builtin()
-    return dict(sorted(_DESCRIPTIONS.items()))
+    return dict(sorted(DESCRIPTIONS.items()))
 
 
 def build_backbone(spec: str, weights: Optional[str] = None, cache_dir=None) -> Backbone:
     """Build the backbone named by ``spec`` (see the module docstring)."""
     _import_builtin()
     prefix, _, arch = spec.partition(":")
-    if prefix not in _FACTORIES:
+    if prefix not in FACTORIES:
         raise ConfigError(
-            f"unknown backbone {spec!r}; known: {', '.join(_FACTORIES)} (`cirbench list backbones`). "
+            f"unknown backbone {spec!r}; known: {', '.join(sorted(FACTORIES))} (`cirbench list backbones`). "
             "For any open_clip model write open_clip:<arch>, e.g. open_clip:ViT-B-32."
         )
-    return _FACTORIES[prefix](arch or None, weights, cache_dir)
+    return FACTORIES[prefix](arch or None, weights, cache_dir)
 
 
 def _import_builtin() -> None:
-    from . import blip2, openclip  # noqa: F401  (register tiny, open_clip and blip2; transformers loads lazily)
+    from . import blip2, openclip, tiny  # noqa: F401  (they register themselves; transformers loads lazily)
 
 
-__all__: List[str] = ["Backbone", "build_backbone", "list_backbones", "register_backbone"]
+__all__: List[str] = ["build_backbone", "list_backbones"]

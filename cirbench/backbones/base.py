@@ -1,12 +1,27 @@
-"""What every backbone provides."""
+"""What every backbone provides, and how a backbone's weights file is identified."""
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
 from typing import Callable, List
 
 import torch
 from torch import Tensor, nn
 
-from ..method import Features
+from ..types import Features
+
+
+def file_fingerprint(path: Path) -> str:
+    """Cheap identity of a (possibly multi-GB) weights file: size, mtime and a hash of its ends."""
+    st = path.stat()
+    h = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if st.st_size > 1 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read())
+    return h.hexdigest()[:16]
 
 
 class Backbone(nn.Module):

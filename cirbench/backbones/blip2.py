@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..method import Features
-from . import register_backbone
-from .base import Backbone
+from ..types import Features
+from .base import Backbone, file_fingerprint
+from .registry import register_backbone
 
 MAX_TEXT_TOKENS = 64
 ARCHITECTURE = "Blip2ForImageTextRetrieval"
@@ -112,8 +112,6 @@ class Blip2Backbone(Backbone):
 
 def _fingerprint(folder: Path) -> str:
     """Identity of a weights folder: its config and the fingerprints of its weight files."""
-    from .openclip import file_fingerprint
-
     h = hashlib.sha1((folder / "config.json").read_bytes())
     for f in sorted(folder.iterdir()):
         if f.suffix in (".safetensors", ".bin", ".pt", ".pth"):

@@ -1,7 +1,6 @@
-"""open_clip backbones (``tiny`` and ``open_clip:<arch>``), through open_clip's own factory."""
+"""open_clip backbones (``open_clip:<arch>``, and the model behind ``tiny``), through open_clip's own factory."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -12,26 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..method import Features
-from . import register_backbone
-from .base import Backbone
+from ..types import Features
+from .base import Backbone, file_fingerprint
+from .registry import register_backbone
 
 log = logging.getLogger("cirbench")
 CONFIG_DIR = Path(__file__).with_name("model_configs")
 TINY_ARCH = "cirbench-tiny"
 open_clip.add_model_config(CONFIG_DIR)
-
-
-def file_fingerprint(path: Path) -> str:
-    """Cheap identity of a (possibly multi-GB) weights file: size, mtime and a hash of its ends."""
-    st = path.stat()
-    h = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if st.st_size > 1 << 20:
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read())
-    return h.hexdigest()[:16]
 
 
 class OpenClipBackbone(Backbone):
@@ -92,20 +79,6 @@ class OpenClipBackbone(Backbone):
     def _project(self, x: Tensor) -> Tensor:
         proj = self.model.text_projection
         return proj(x) if isinstance(proj, nn.Module) else x @ proj
-
-
-@register_backbone("tiny", "small open_clip ViT shipped with cirbench (64 px); weights: shapes (default, "
-                   "warm-started on the generated data once and cached), random, or a local file")
-def build_tiny(arch: Optional[str], weights: Optional[str], cache_dir=None) -> OpenClipBackbone:
-    if arch:
-        raise ConfigError("the tiny backbone takes no architecture; write just 'tiny'")
-    if weights in (None, "shapes"):
-        from .warmstart import tiny_shapes_weights
-
-        weights = str(tiny_shapes_weights(cache_dir))
-    elif weights == "random":
-        weights = None
-    return OpenClipBackbone(TINY_ARCH, weights)
 
 
 @register_backbone("open_clip", "any open_clip CLIP model: open_clip:<arch> (open_clip.list_models()); "

@@ -120,7 +120,7 @@ def load_fashioniq(root: PathLike, splits: Union[str, Sequence[str]] = ("train",
     image_paths: Dict[str, Path] = {}
     if require_images:
         images_dir = root / "images"
-        found = _scan_fashioniq_images(images_dir)
+        found = scan_fashioniq_images(images_dir)
         needed = {i for sp in result.values() for i in sp.image_ids()}
         image_paths = {i: images_dir / found[i] for i in needed if i in found}
         _drop_missing(result, image_paths, f"{images_dir} (as <id>.png or <id>.jpg)",
@@ -162,7 +162,7 @@ def load_cirr(root: PathLike, splits: Union[str, Sequence[str]] = ("train", "val
     if require_images:
         bases = [b for b in dict.fromkeys((ann, ann.parent, root / "img_raw", ann / "img_raw"))
                  if b.is_dir()]
-        image_paths = _resolve_cirr_images(rel_paths, bases)
+        image_paths = resolve_cirr_images(rel_paths, bases)
         _drop_missing(result, image_paths, " or ".join(map(str, bases)) + " (at the split files' relative paths)",
                       example=lambda i: bases[0] / PurePosixPath(rel_paths.get(i, i)))
     return CIRDataset(name="cirr", layout="cirr", root=root, splits=result, image_paths=image_paths)
@@ -273,7 +273,7 @@ def _subdir(parent: Path, name: str, layout_help: str) -> Path:
 # --------------------------------------------------------------------------- images
 
 
-def _scan_fashioniq_images(images_dir: Path) -> Dict[str, str]:
+def scan_fashioniq_images(images_dir: Path) -> Dict[str, str]:
     """``{image id: file name}`` of the images in ``images_dir`` (one listing, not a stat per id)."""
     if not images_dir.is_dir():
         return {}
@@ -288,7 +288,7 @@ def _scan_fashioniq_images(images_dir: Path) -> Dict[str, str]:
     return {stem: name for stem, (_, name) in found.items()}
 
 
-def _resolve_cirr_images(rel_paths: Dict[str, str], bases: List[Path]) -> Dict[str, Path]:
+def resolve_cirr_images(rel_paths: Dict[str, str], bases: List[Path]) -> Dict[str, Path]:
     """Each image at its relative path under the first base that holds it; one listing per folder."""
     listings: Dict[Path, set] = {}
 

@@ -1,0 +1,86 @@
+"""Options and argument parsers that several commands share, each declared once."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import click
+
+from ..data.noise import NOISE_TYPES
+from ..devices import DEVICE_CHOICES
+from ..errors import ConfigError
+from ..report.tables import FORMATS
+
+
+def format_option(choices: Sequence[str] = FORMATS):
+    """``--format``: how tables are printed."""
+    return click.option("--format", "fmt", type=click.Choice(list(choices)), default="terminal", show_default=True)
+
+
+def noise_type_option(flag: str = "--noise-type", default=None,
+                      help: str = "How training triplets are corrupted (`cirbench list noise`)."):
+    """A choice among the noise types; the value reaches the command as ``noise_type``."""
+    return click.option(flag, "noise_type", type=click.Choice(list(NOISE_TYPES)), default=default,
+                        show_default=default is not None, help=help)
+
+
+device_option = click.option("--device", type=click.Choice(list(DEVICE_CHOICES)), default="auto", show_default=True)
+cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Generated data, warm-started weights, features. Default: $CIRBENCH_CACHE or ~/.cache/cirbench.")
+data_root_option = click.option(
+    "--data-root", "data_roots", multiple=True, metavar="[NAME=]DIR",
+    help="Folder of a real dataset; NAME=DIR (fashioniq=DIR, cirr=DIR) when several are run.")
+force_option = click.option("--force", is_flag=True,
+                            help="Start cells again whose folder holds a run with other settings.")
+no_progress_option = click.option("--no-progress", is_flag=True, help="No progress bars.")
+which_option = click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+                            help="Metrics of the best epoch on validation, or of the last epoch.")
+runs_dir_argument = click.argument("runs_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+
+
+def parse_floats(text: str, what: str) -> List[float]:
+    """``"0,0.2, 0.5"`` -> [0.0, 0.2, 0.5]; ``what`` names the option in the error."""
+    try:
+        return [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+def parse_ints(text: str, what: str) -> List[int]:
+    """``"0,1,2"`` -> [0, 1, 2]; ``what`` names the option in the error."""
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def parse_data_roots(items: Sequence[str], names: Sequence[str]) -> Dict[str, str]:
+    """``--data-root`` values as {dataset: folder}; a bare DIR needs exactly one real dataset in ``names``."""
+    out = {}
+    real = [n for n in names if n in ("fashioniq", "cirr")]
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            if len(real) != 1:
+                raise ConfigError("--data-root DIR is ambiguous: write --data-root fashioniq=DIR / cirr=DIR, "
+                                  "and pass -d for the real dataset(s)")
+            name, path = real[0], item
+        out[name] = path
+    return out
+
+
+def read_runs_or_fail(runs_dir: Path):
+    """The finished runs under ``runs_dir``; a clear error when there are none."""
+    from ..runs import read_runs
+
+    runs = read_runs(runs_dir)
+    if not runs:
+        raise ConfigError(f"no finished runs under {runs_dir} (each run folder holds a metrics.json)")
+    return runs
+
+
+def color(fmt: str) -> bool:
+    """Whether to mark best / second with ANSI codes: terminal format on a terminal."""
+    return fmt == "terminal" and sys.stdout.isatty()

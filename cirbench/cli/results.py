@@ -1,0 +1,56 @@
+"""Commands over finished run folders: ``cirbench table``, ``cirbench robustness``, ``cirbench plot``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from .options import (
+    color,
+    format_option,
+    read_runs_or_fail,
+    runs_dir_argument,
+    which_option,
+)
+
+
+@click.command()
+@runs_dir_argument
+@format_option()
+@which_option
+@click.option("--detection", is_flag=True,
+              help="Add the noise-detection columns (AUROC, AP, precision/recall at 0.5, selected vs clean "
+                   "fraction, AUROC per noise type) of methods with clean probabilities, last epoch.")
+def table(runs_dir: Path, fmt: str, which: str, detection: bool):
+    """Rebuild the result tables from run folders (mean ± std over seeds)."""
+    from ..report.tables import COLUMNS, DETECTION_COLUMNS, build_tables, render_all
+
+    extra = {layout: DETECTION_COLUMNS for layout in COLUMNS} if detection else None
+    click.echo(render_all(build_tables(read_runs_or_fail(runs_dir), which=which, extra_columns=extra), fmt))
+
+
+@click.command()
+@runs_dir_argument
+@format_option()
+@which_option
+def robustness(runs_dir: Path, fmt: str, which: str):
+    """Noise-robustness table: methods × noise rates, mean ± std of FashionIQ avg R@10 / CIRR Avg."""
+    from ..report.robustness import build_robustness, render_all_robustness
+
+    click.echo(render_all_robustness(build_robustness(read_runs_or_fail(runs_dir), which), fmt, color=color(fmt)))
+
+
+@click.command()
+@runs_dir_argument
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Image file to write (.png, .pdf or .svg).")
+@which_option
+@click.option("--dpi", type=int, default=150, show_default=True)
+def plot(runs_dir: Path, out: Path, which: str, dpi: int):
+    """Plot Recall vs noise rate per method (error bars over seeds), one panel per dataset layout."""
+    from ..report.plots import plot_runs
+
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ConfigError(f"--out {out}: use a .png, .pdf or .svg file name")
+    click.echo(f"wrote {plot_runs(read_runs_or_fail(runs_dir), out, which, dpi)}")

@@ -1,0 +1,108 @@
+"""``cirbench run``: train and evaluate a grid, then print its tables."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict, Sequence
+
+import click
+
+from ..errors import ConfigError
+from .options import (
+    cache_dir_option,
+    data_root_option,
+    device_option,
+    force_option,
+    format_option,
+    no_progress_option,
+    noise_type_option,
+    parse_data_roots,
+    parse_floats,
+    parse_ints,
+)
+
+
+@click.command()
+@click.option("-m", "--method", "methods", multiple=True, help="Method name or wildcard (repeatable). Default: all registered.")
+@click.option("-d", "--dataset", "datasets_", multiple=True,
+              help="shapes-fashioniq, shapes-cirr, fashioniq or cirr (repeatable). Default: both shapes layouts.")
+@noise_type_option(help="How training triplets are corrupted. Default: mixed (TME thirds).")
+@click.option("--noise-rates", help="Comma-separated rates in [0, 1]. Default: 0,0.2,0.5,0.8.")
+@click.option("--noise-seed", type=int, help="Seed of the noise draw (separate from --seeds). Default: 0.")
+@click.option("--seeds", help="Comma-separated training seeds. Default: 0.")
+@click.option("--backbone", help="tiny (default), open_clip:<arch> or blip2; see `cirbench list backbones`.")
+@click.option("--weights", help="Backbone weights: an open_clip pretrained tag or a local checkpoint file "
+              "(blip2: a local folder in the transformers format).")
+@data_root_option
+@click.option("--epochs", type=int, help="Training epochs per run. Default: 10 (2 with --quick).")
+@click.option("--batch-size", type=int, help="Default: 128.")
+@click.option("--set", "overrides", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="Override a method hyper-parameter, e.g. --set clip4cir.lr=5e-4 (repeatable).")
+@click.option("--exclude-reference", is_flag=True, default=None,
+              help="FashionIQ: remove the reference from the gallery (default keeps it, as CLIP4Cir/SPRC).")
+@device_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
+              help="Where run folders go; finished cells found there are skipped.")
+@cache_dir_option
+@click.option("--spec", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML grid spec (same names as these options; options given here win).")
+@click.option("--quick", is_flag=True, help="A one-minute smoke run: 2 epochs, noise 0 and 0.5, 1,200 triplets.")
+@force_option
+@format_option()
+@no_progress_option
+def run(methods, datasets_, noise_type, noise_rates, noise_seed, seeds, backbone, weights, data_roots, epochs,
+        batch_size, overrides, exclude_reference, device, out, cache_dir, spec, quick, force, fmt, no_progress):
+    """Train and evaluate a grid of methods × datasets × noise rates × seeds, then print the tables.
+
+    With no options: every registered method on both generated shapes layouts at mixed noise
+    0, 0.2, 0.5 and 0.8 — offline, on the CPU, in minutes.
+    """
+    from ..devices import resolve_device
+    from ..eval.evaluation import primary_value
+    from ..grid import QUICK, Grid, load_spec
+    from ..report.tables import build_tables, render_all
+    from ..runner import Workspace, run_grid
+
+    kw = load_spec(spec) if spec else {}
+    if quick:
+        kw.setdefault("epochs", QUICK["epochs"])
+        kw.setdefault("noise_rates", QUICK["rates"])
+        kw.setdefault("train_limit", QUICK["train_limit"])
+    given = {
+        "methods": list(methods) or None, "datasets": list(datasets_) or None, "noise_type": noise_type,
+        "noise_rates": parse_floats(noise_rates, "--noise-rates") if noise_rates else None, "noise_seed": noise_seed,
+        "seeds": parse_ints(seeds, "--seeds") if seeds else None, "backbone": backbone, "weights": weights,
+        "epochs": epochs, "batch_size": batch_size, "exclude_reference": exclude_reference,
+    }
+    kw.update({k: v for k, v in given.items() if v is not None})
+    if data_roots:
+        kw["data_root"] = parse_data_roots(data_roots, kw.get("datasets") or [])
+    if overrides:
+        kw["hparams"] = parse_overrides(overrides, kw.get("hparams") or {})
+    grid = Grid(**kw)
+    cells = grid.cells()
+
+    ws = Workspace(cache_dir, resolve_device(device), progress=not no_progress)
+    click.echo(f"cirbench run: {grid.summary()} on {ws.device} -> {out}/", err=True)
+
+    def report(i, cell, metrics, seconds):
+        layout = metrics["config"]["layout"]
+        headline = f"{'avg R@10' if layout == 'fashioniq' else 'Avg'} {primary_value(layout, metrics['best']):.2f}"
+        click.echo(f"[{i}/{len(cells)}] {cell.dirname()}  {headline}  ({seconds:.1f}s)", err=True)
+
+    t0 = time.time()
+    done = run_grid(cells, out, ws, force=force, report=report)
+    click.echo(f"finished {len(cells)} runs in {time.time() - t0:.0f}s\n", err=True)
+    click.echo(render_all(build_tables(done), fmt))
+
+
+def parse_overrides(items: Sequence[str], base: Dict[str, dict]) -> Dict[str, dict]:
+    """``--set METHOD.KEY=VALUE`` items over ``base`` hyper-parameters: {method: {key: value}}."""
+    out = {k: dict(v) for k, v in base.items()}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, param = key.rpartition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--set takes METHOD.KEY=VALUE, e.g. clip4cir.lr=5e-4; got {item!r}")
+        out.setdefault(method, {})[param] = value
+    return out

@@ -1,0 +1,1 @@
+"""Reports of finished runs: paper-style tables, the noise-robustness table, plots."""

@@ -1,0 +1,268 @@
+"""Paper-style tables from finished runs: mean ± std over seeds, rendered four ways.
+
+Tables are built from finished runs as :func:`cirbench.runs.read_runs` returns them
+(:class:`~cirbench.runs.RunRecord`: ``config.json`` and ``metrics.json`` of each run folder).
+
+Decisions:
+
+- One table per dataset (a dataset seen with several backbones or evaluation protocols gets one
+  table per combination, so incompatible numbers are never averaged). Rows are
+  (method, noise type, noise rate), sorted by method then rate; seeds are aggregated.
+- Cells are the mean and the *sample* standard deviation (ddof=1) over seeds; one seed shows
+  the mean alone. A value missing from some seeds is averaged over the seeds that have it.
+- Columns are data: :data:`COLUMNS` holds one list of :class:`Column` per layout, each a header
+  and a path into the metrics. New metric families (e.g. a ``noise_detection`` dict at the root
+  of ``metrics.json``) are shown by passing ``extra_columns=[Column("AUROC",
+  ("noise_detection", "auroc"), scope="run")]`` to :func:`build_tables` (or adding to COLUMNS).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from tabulate import tabulate
+
+from ..errors import ConfigError
+from ..runs import RunRecord
+
+FORMATS = ("terminal", "markdown", "latex", "csv")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: ``path`` into ``metrics.json[which]`` (scope "which") or into ``metrics.json`` (scope "run")."""
+
+    header: str
+    path: Tuple[str, ...]
+    scope: str = "which"
+
+
+def _fiq(cat: str) -> List[Column]:
+    return [Column(f"{cat.capitalize()} R@{k}", (cat, f"R@{k}")) for k in (10, 50)]
+
+
+COLUMNS: Dict[str, List[Column]] = {
+    "fashioniq": [*_fiq("dress"), *_fiq("shirt"), *_fiq("toptee"),
+                  Column("Avg R@10", ("average", "R@10")), Column("Avg R@50", ("average", "R@50")),
+                  Column("Rmean", ("average", "Rmean"))],
+    "cirr": [Column(k, (k,)) for k in ("R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "Avg")],
+}
+
+
+# Noise detection of a method's clean probabilities (cirbench.detection), from the final epoch's
+# ``metrics.json["noise_detection"]``, values in [0, 1]; shown by `cirbench table --detection`.
+DETECTION_COLUMNS: List[Column] = [
+    *(Column(h, ("noise_detection", k), scope="run") for h, k in (
+        ("AUROC", "auroc"), ("AP", "ap"), ("Prec", "precision"), ("Rec", "recall"), ("Selected", "selected"),
+        ("Clean", "clean_rate"))),
+    *(Column(f"AUROC {h}", ("noise_detection", "by_type", k, "auroc"), scope="run")
+      for h, k in (("ref", "reference"), ("text", "text"), ("tgt", "target"))),
+]
+
+
+@dataclass
+class Row:
+    """One method × noise setting; ``cells[i]`` = (mean, std or None, number of values) for column i."""
+
+    method: str
+    noise_type: str
+    noise_rate: float
+    seeds: List[Any]
+    cells: List[Tuple[Optional[float], Optional[float], int]]
+
+    @property
+    def noise(self) -> str:
+        return "clean" if self.noise_type == "clean" else f"{self.noise_type} {self.noise_rate:g}"
+
+
+@dataclass
+class TableData:
+    dataset: str
+    layout: str
+    which: str
+    backbone: str
+    protocol: str
+    columns: List[Column]
+    rows: List[Row] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> str:
+        return seeds_text(len(r.seeds) for r in self.rows)
+
+    @property
+    def noise(self) -> str:
+        types = sorted({r.noise_type for r in self.rows} - {"clean"})
+        rates = sorted({r.noise_rate for r in self.rows})
+        return f"noise {', '.join(types) or 'none'} at rates {', '.join(f'{x:g}' for x in rates)}"
+
+    @property
+    def title(self) -> str:
+        parts = [f"{self.dataset} ({self.layout} layout)", f"{self.which}-epoch metrics", self.protocol,
+                 self.noise, f"backbone {self.backbone}", f"mean ± sample std over {self.seeds}"]
+        return "; ".join(p for p in parts if p)
+
+
+def seeds_text(counts) -> str:
+    """"1 seed", "3 seeds", "2-3 seeds" for the numbers of seeds behind a table's cells."""
+    counts = sorted(set(counts))
+    if not counts:
+        return "0 seeds"
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{n} seed{'' if counts == [1] else 's'}"
+
+
+def noise_key(run: RunRecord) -> Tuple[str, float]:
+    """(noise type, rate) of a run's row: ("clean", 0) for a clean run."""
+    rate = float(run.noise.get("rate") or 0.0)
+    return ("clean", 0.0) if rate == 0 else (str(run.noise.get("type") or "noise"), rate)
+
+
+def _protocol(metrics: dict) -> str:
+    p = metrics.get("protocol") or {}
+    parts = [f"{p['split']} split"] if p.get("split") else []
+    if "reference_in_gallery" in p:
+        parts.append("reference kept in gallery" if p["reference_in_gallery"] else "reference removed from ranking")
+    return ", ".join(parts)
+
+
+def _value(run: RunRecord, column: Column, which: str) -> Optional[float]:
+    value: Any = run.metrics if column.scope == "run" else run.metrics.get(which)
+    for key in column.path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return None if value is None else float(value)
+
+
+def _aggregate(values: List[float]) -> Tuple[Optional[float], Optional[float], int]:
+    if not values:
+        return None, None, 0
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None), len(values)
+
+
+def build_tables(runs: Sequence[RunRecord], which: str = "best",
+                 extra_columns: Optional[Dict[str, List[Column]]] = None) -> Dict[str, TableData]:
+    """Group runs into one table per dataset (name -> table); ``which`` is "best" or "last".
+
+    ``extra_columns`` maps a layout to further columns appended after the standard ones.
+    """
+    if which not in ("best", "last"):
+        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    groups: Dict[tuple, Dict[tuple, List[dict]]] = {}
+    for run in runs:
+        layout = run.layout
+        if layout not in COLUMNS:
+            raise ConfigError(f"run {run.dir} has unknown layout {layout!r}")
+        table_key = (run.dataset, layout, run.backbone, _protocol(run.metrics))
+        row_key = (run.method, *noise_key(run))
+        groups.setdefault(table_key, {}).setdefault(row_key, []).append(run)
+
+    per_dataset: Dict[str, int] = {}
+    for dataset, *_ in groups:
+        per_dataset[dataset] = per_dataset.get(dataset, 0) + 1
+    tables: Dict[str, TableData] = {}
+    for (dataset, layout, backbone, protocol), rows in sorted(groups.items()):
+        columns = COLUMNS[layout] + list((extra_columns or {}).get(layout, []))
+        table = TableData(dataset, layout, which, backbone, protocol, columns)
+        for (method, noise_type, rate), members in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+            cells = [_aggregate([v for v in (_value(r, c, which) for r in members) if v is not None]) for c in columns]
+            seeds = [r.seed for r in members]
+            table.rows.append(Row(method, noise_type, rate, seeds, cells))
+        name = dataset if per_dataset[dataset] == 1 else f"{dataset} [{backbone}; {protocol}]"
+        tables[name] = table
+    return tables
+
+
+# ---------------------------------------------------------------------------- rendering
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def format_cell(mean: Optional[float], std: Optional[float], latex: bool = False) -> str:
+    """"61.00 ± 1.41" (one seed: "61.00"; missing: "-"); LaTeX math when ``latex``."""
+    if mean is None:
+        return "--" if latex else "-"
+    if std is None:
+        return f"{mean:.2f}"
+    return f"${mean:.2f} \\pm {std:.2f}$" if latex else f"{mean:.2f} ± {std:.2f}"
+
+
+def _body(table: TableData, latex: bool = False) -> Tuple[List[str], List[List[str]]]:
+    headers = ["Method", "Noise", *(c.header for c in table.columns), "Seeds"]
+    text = latex_escape if latex else str
+    body = [[text(r.method), text(r.noise), *(format_cell(m, s, latex) for m, s, _ in r.cells), str(len(r.seeds))]
+            for r in table.rows]
+    return headers, body
+
+
+def _csv(tables: Sequence[TableData]) -> str:
+    key_fields = ["dataset", "layout", "which", "backbone", "protocol", "method", "noise_type", "noise_rate", "n_seeds"]
+    records = []
+    for table in tables:
+        for r in table.rows:
+            record = dict(zip(key_fields, [table.dataset, table.layout, table.which, table.backbone, table.protocol,
+                                           r.method, r.noise_type, f"{r.noise_rate:g}", len(r.seeds)]))
+            for c, (m, s, _) in zip(table.columns, r.cells):
+                record[f"{c.header} mean"] = "" if m is None else f"{m:.4f}"
+                record[f"{c.header} std"] = "" if s is None else f"{s:.4f}"
+            records.append(record)
+    fields = list(dict.fromkeys(key_fields + [k for rec in records for k in rec]))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fields, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
+
+
+def _latex(table: TableData) -> str:
+    headers, body = _body(table, latex=True)
+    return render_text(table.title, headers, body, "latex")
+
+
+def render_text(title: str, headers: Sequence[str], body: Sequence[Sequence[str]], fmt: str = "terminal",
+                left: int = 2) -> str:
+    """Rows of ready-made cells as "terminal", "markdown" or "latex" text (the first ``left`` columns
+    left-aligned). For LaTeX the cells must already be LaTeX; the title and headers are escaped here."""
+    if fmt == "latex":
+        spec = "l" * left + "r" * (len(headers) - left)
+        lines = [r"\begin{table}[ht]", r"\centering",
+                 r"\caption{" + latex_escape(title).replace("±", r"$\pm$") + "}",
+                 rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+                 " & ".join(latex_escape(h) for h in headers) + r" \\", r"\midrule",
+                 *(" & ".join(row) + r" \\" for row in body),
+                 r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        return "\n".join(lines) + "\n"
+    if fmt not in ("terminal", "markdown"):
+        raise ConfigError(f"unknown table format {fmt!r} (choose from {', '.join(FORMATS)})")
+    align = ("left",) * left + ("right",) * (len(headers) - left)
+    style = "simple_outline" if fmt == "terminal" else "github"
+    grid = tabulate(body, headers, tablefmt=style, disable_numparse=True, colalign=align)
+    title = title if fmt == "terminal" else f"**{title}**\n"
+    return f"{title}\n{grid}\n"
+
+
+def render(table: TableData, fmt: str = "terminal") -> str:
+    """One table as text: "terminal" (box drawing), "markdown" (pipes), "latex" (booktabs) or "csv"."""
+    if fmt == "csv":
+        return _csv([table])
+    if fmt == "latex":
+        return _latex(table)
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown table format {fmt!r} (choose from {', '.join(FORMATS)})")
+    headers, body = _body(table)
+    return render_text(table.title, headers, body, fmt)
+
+
+def render_all(tables: Dict[str, TableData], fmt: str = "terminal") -> str:
+    """Several tables in one text; CSV is one file whose header is the union of the tables' columns."""
+    if fmt == "csv":
+        return _csv(list(tables.values()))
+    return "\n".join(render(t, fmt) for t in tables.values())

@@ -1,0 +1,272 @@
+"""Running cells: what a grid shares between its cells (:class:`Workspace`), the assembly of a
+cell's method over its data (:func:`build_method`, shared by training and by ranking a saved run),
+one cell's training (:func:`execute`) and a grid of them (:func:`run_grid`, behind ``cirbench run``
+and ``cirbench leaderboard run``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from . import __version__
+from .backbones import build_backbone
+from .data import datasets
+from .data.noise import inject_noise, save_manifest
+from .data.triplets import CIRDataset, Split, Triplet, eval_text, train_texts
+from .errors import ConfigError
+from .eval.detection import detection_metrics
+from .eval.evaluation import EvalResult, evaluate, selection_value
+from .features import FeatureTable, image_features, text_features
+from .files import save_torch
+from .method import Method
+from .paths import cache_dir as default_cache_dir
+from .registry import get_method
+from .runs import RunDir, RunRecord, RunSpec
+from .training import TrainConfig, TrainingSet, Validation, fit
+from .types import Dims
+
+log = logging.getLogger("cirbench")
+TRAIN_VAL = ("train", "val")
+
+
+def resolve_method(spec: RunSpec):
+    """The method class and its hyper-parameters; ``name:arg`` sets the class's ``arg_hparam``
+    (``spn:clip4cir`` means SPN with ``base=clip4cir``)."""
+    name, sep, arg = spec.method.partition(":")
+    cls = get_method(name)
+    overrides = dict(spec.hparams)
+    if sep:
+        if not cls.arg_hparam:
+            raise ConfigError(f"method {name!r} takes no ':argument' (got {spec.method!r})")
+        overrides[cls.arg_hparam] = arg
+    return cls, cls.make_hparams(overrides)
+
+
+def provenance(device: torch.device) -> dict:
+    """Who computed a result: versions, commit, machine (after Hugging Face evaluate's saving)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    import open_clip
+
+    return {
+        "cirbench": __version__, "git_commit": commit, "python": platform.python_version(),
+        "torch": torch.__version__, "open_clip": open_clip.__version__, "platform": platform.platform(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---------------------------------------------------------------------------- what cells share
+
+class Workspace:
+    """Things a grid shares between its cells: loaded datasets, backbones and image features."""
+
+    def __init__(self, cache_dir: Optional[Path] = None, device: str = "cpu", progress: bool = True):
+        self.cache_dir = default_cache_dir(cache_dir)
+        self.device = torch.device(device)
+        self.progress = progress
+        self._datasets: Dict[tuple, CIRDataset] = {}
+        self._backbones: Dict[tuple, Any] = {}
+        self._images: Dict[tuple, FeatureTable] = {}
+
+    def dataset(self, spec: RunSpec, splits: Sequence[str] = TRAIN_VAL) -> CIRDataset:
+        """The splits of the cell's dataset, images checked on disk (triplets without them dropped)."""
+        key = (spec.dataset, spec.data_root, tuple(splits))
+        if key not in self._datasets:
+            self._datasets[key] = datasets.load(spec.dataset, spec.data_root, self.cache_dir, splits=splits)
+        return self._datasets[key]
+
+    def annotated(self, spec: RunSpec, split: str = "train") -> Split:
+        """A split as the annotation files list it (images on disk or not)."""
+        key = ("annotated", spec.dataset, spec.data_root, split)
+        if key not in self._datasets:
+            self._datasets[key] = datasets.load(spec.dataset, spec.data_root, self.cache_dir, splits=(split,),
+                                                require_images=False)
+        return self._datasets[key].split(split)
+
+    def backbone(self, spec: RunSpec):
+        key = (spec.backbone, spec.weights)
+        if key not in self._backbones:
+            self._backbones[key] = build_backbone(spec.backbone, spec.weights, self.cache_dir).to(self.device)
+        return self._backbones[key]
+
+    def images(self, spec: RunSpec, tokens: bool, splits: Sequence[str] = TRAIN_VAL) -> FeatureTable:
+        """Features of every image of those splits, on the workspace's device."""
+        key = (spec.dataset, spec.data_root, tuple(splits), spec.backbone, spec.weights, tokens)
+        if key not in self._images:
+            data = self.dataset(spec, splits)
+            table = image_features(self.backbone(spec), sorted(data.image_paths), data.image_paths, tokens=tokens,
+                                   cache_dir=self.cache_dir, desc=f"encoding {spec.dataset} images",
+                                   progress=self.progress)
+            self._images[key] = table.to(self.device)
+        return self._images[key]
+
+    def texts(self, spec: RunSpec, texts: List[str], tokens: bool) -> FeatureTable:
+        return text_features(self.backbone(spec), texts, tokens=tokens, cache_dir=self.cache_dir,
+                             desc=f"encoding {spec.dataset} texts", progress=self.progress).to(self.device)
+
+
+@dataclass
+class BuiltMethod:
+    """A cell's method, built over the dataset and image features it reads."""
+
+    spec: RunSpec
+    data: CIRDataset
+    images: FeatureTable
+    method: Method
+    hparams: Any  # the resolved hyper-parameters the method was built with
+    tokens: bool  # whether the method reads token features
+
+    def text_table(self, ws: Workspace, texts: List[str]) -> FeatureTable:
+        """Features of ``texts``, with the method's ``text_side_features`` attached as ``extra``."""
+        table = ws.texts(self.spec, texts, self.tokens)
+        side = self.method.text_side_features(table.keys)
+        if side is None:
+            return table
+        return FeatureTable(table.keys, dataclasses.replace(table.features, extra=side.to(ws.device)))
+
+    def evaluate(self, split: Split, texts: FeatureTable) -> EvalResult:
+        """Rank ``split``'s gallery with the method as it is now (``texts`` must hold the split's
+        evaluation texts) and score it with the dataset's protocol."""
+        layout, images = self.data.layout, self.images
+        device = images.features.embed.device
+        references = images.features[images.rows([t.reference for t in split.triplets]).to(device)]
+        words = texts.features[texts.rows([eval_text(layout, t) for t in split.triplets]).to(device)]
+        return evaluate(layout, split, self.method.query_embeddings(references, words),
+                        self.method.gallery_embeddings(images.features), images.row,
+                        exclude_reference=self.spec.exclude_reference or None)
+
+
+def build_method(spec: RunSpec, ws: Workspace, splits: Sequence[str] = TRAIN_VAL) -> BuiltMethod:
+    """The cell's method with fresh weights, over the image features of ``splits``."""
+    cls, hparams = resolve_method(spec)
+    tokens = cls.wants_tokens(hparams)
+    data = ws.dataset(spec, splits)
+    images = ws.images(spec, tokens, splits)
+    torch.manual_seed(spec.seed)  # the method's initial weights depend on the training seed only
+    return BuiltMethod(spec, data, images, cls(Dims.of(images.features), hparams), hparams, tokens)
+
+
+# ---------------------------------------------------------------------------- running cells
+
+@dataclass
+class RunContext:
+    """What a method may look at before training (``Method.extra_triplets``): the cell, its data
+    and (noisy) training triplets, the frozen image features and backbone, and where to write."""
+
+    spec: RunSpec
+    data: CIRDataset
+    train_triplets: List[Triplet]
+    images: FeatureTable
+    backbone: Any
+    run_dir: Path
+    cache_dir: Path
+    device: torch.device
+
+
+class _CellTraining:
+    """One cell's training: its noisy training set and the hooks :func:`fit` calls back."""
+
+    def __init__(self, spec: RunSpec, run_dir: RunDir, ws: Workspace):
+        self.run_dir, self.device = run_dir, ws.device
+        self.built = built = build_method(spec, ws)
+        data, layout = built.data, built.data.layout
+        self.val = data.split("val")
+        # Noise is drawn on the training triplets as annotated (exactly what `cirbench noise` draws);
+        # triplets whose images are missing on disk are dropped afterwards.
+        self.noise = inject_noise(ws.annotated(spec).triplets[: spec.train_limit or None], spec.noise_rate,
+                                  spec.noise_type, spec.noise_seed)
+        save_manifest(self.noise.manifest, run_dir.manifest_file)
+        annotated = [t for t in self.noise.triplets if t.reference in data.image_paths and t.target in data.image_paths]
+        self.qids = [t.qid for t in annotated]
+        run = RunContext(spec, data, annotated, built.images, ws.backbone(spec), run_dir.path, ws.cache_dir, ws.device)
+        extra = built.method.extra_triplets(run)  # e.g. SPN's generated positives: never noised, never evaluated
+        needed = [x for t in annotated + extra for x in train_texts(layout, t)]
+        self.texts = built.text_table(ws, needed + [eval_text(layout, t) for t in self.val.triplets])
+        self.train = TrainingSet(layout, annotated + extra, built.images, self.texts, generated=len(extra))
+
+    def validate(self, method: Method) -> Validation:
+        result = self.built.evaluate(self.val, self.texts)
+        return Validation(result.metrics, selection_value(self.built.data.layout, result.metrics), result)
+
+    def on_best(self, val: Validation) -> None:
+        self.run_dir.save_predictions(self.built.data.layout, val.extras)
+        save_torch(self.built.method.state_dict(), self.run_dir.best_model_file)
+
+    def noise_detection(self) -> Optional[dict]:
+        """The method's clean probabilities of the annotated triplets, scored against the manifest."""
+        probs = self.built.method.clean_probabilities()  # annotated training triplets first, generated ones last
+        if probs is None:
+            return None
+        n = len(self.qids)
+        return detection_metrics(probs[:n] if len(probs) == len(self.train) else probs, self.qids,
+                                 self.noise.manifest)
+
+    def on_epoch(self, row: dict) -> None:
+        scores = self.noise_detection()
+        if scores is not None:
+            row["noise_detection"] = scores  # the same dict fit() keeps, so the final history has it too
+        self.run_dir.append_history(row)
+
+    def metrics(self, result: dict, started: float) -> dict:
+        """``metrics.json`` of the finished run."""
+        final = self.validate(self.built.method)
+        scores = self.noise_detection()
+        return {
+            "status": "finished",
+            "best": result["best"], "last": result["last"], "best_epoch": result["best_epoch"],
+            "epochs_run": len(result["history"]),
+            "protocol": final.extras.protocol,
+            "noise": {k: self.noise.manifest[k] for k in ("type", "rate", "seed", "n_triplets", "n_noisy",
+                                                          "realised_rate")},
+            "config": self.built.spec.to_config(), "hparams": dataclasses.asdict(self.built.hparams),
+            **({"noise_detection": scores} if scores is not None else {}),
+            "provenance": {**provenance(self.device), "wall_seconds": round(time.time() - started, 2)},
+        }
+
+
+def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) -> dict:
+    """Run one cell (or finish it, or skip it if done); returns its ``metrics.json`` content."""
+    run_dir = RunDir(Path(out_dir) / spec.dirname())
+    done = run_dir.start(spec, force)
+    if done is not None:
+        return done
+    started = time.time()
+    cell = _CellTraining(spec, run_dir, ws)
+    result = fit(cell.built.method, cell.train, cell.validate,
+                 TrainConfig(spec.epochs, spec.batch_size, spec.seed, str(ws.device)),
+                 run_dir.checkpoint_file, on_best=cell.on_best, on_epoch=cell.on_epoch, progress=ws.progress)
+    run_dir.write_history(result["history"])
+    metrics = cell.metrics(result, started)
+    run_dir.write_metrics(metrics)
+    return metrics
+
+
+def run_grid(cells: Sequence[RunSpec], out_dir: Path, ws: Workspace, force: bool = False,
+             report: Callable[[int, RunSpec, dict, float], None] = lambda i, cell, metrics, seconds: None
+             ) -> List[RunRecord]:
+    """Run (or finish, or reuse) every cell in order; ``report(i, cell, metrics, seconds)`` after each."""
+    done = []
+    for i, cell in enumerate(cells, 1):
+        t = time.time()
+        metrics = execute(cell, out_dir, ws, force=force)
+        done.append(RunRecord(Path(out_dir) / cell.dirname(), cell.to_config(), metrics))
+        report(i, cell, metrics, time.time() - t)
+    return done
+
+
+__all__ = ["BuiltMethod", "RunContext", "Workspace", "build_method", "execute", "provenance", "resolve_method",
+           "run_grid"]

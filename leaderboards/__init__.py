@@ -1,1 +1,0 @@
-"""Leaderboard files (``*.yaml``): one table each, read by :mod:`cirbench.leaderboards`."""

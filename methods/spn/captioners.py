@@ -1,0 +1,97 @@
+"""Captioners: a short description of each (unlabelled) training image, for SPN's generated triplets.
+
+SPN captions every training image with a multimodal LLM (LLaVA) and builds modification texts
+from two images' captions. cirbench never runs such a model at run time; two captioners stand in:
+
+* ``attributes`` — describes a generated *shapes* image from the dataset's ``metadata.json``
+  (:func:`cirbench.data.shapes.describe`: every object with shape, colour, size and position, plus
+  the background), with varied wording. ``n`` phrasings per image, each deterministic in
+  (seed, image id, phrasing index), like sampling an LLM several times.
+* ``file`` — reads captions made offline by any captioning model: a JSON object mapping image id
+  to a caption or a list of captions. This is how a user brings LLaVA (or BLIP, ...) captions for
+  real FashionIQ / CIRR images. Images the file does not mention get no caption (the caller
+  leaves them out); a list shorter than ``n`` is cycled.
+
+Every captioner returns ``{image id: [caption_0, ..., caption_{n-1}]}``.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from cirbench.data.shapes import describe
+from cirbench.data.triplets import CIRDataset
+from cirbench.errors import ConfigError, DataError
+
+Captions = Dict[str, List[str]]
+
+
+def attributes_captions(data: CIRDataset, ids: Sequence[str], n: int = 1, seed: int = 0) -> Captions:
+    """Descriptions of generated shapes images from ``<root>/metadata.json`` (``n`` phrasings each)."""
+    path = Path(data.root) / "metadata.json"
+    if not path.exists():
+        raise DataError(f"the 'attributes' captioner describes images from {path}, which only the generated "
+                        "shapes datasets have; for real data caption the images offline and pass "
+                        "captioner=file with captions=<JSON file: image id -> caption>")
+    try:
+        metadata = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); regenerate the shapes dataset") from None
+    out: Captions = {}
+    for image in ids:
+        if image in metadata:
+            out[image] = [describe(metadata[image], random.Random(f"spn-caption/{seed}/{image}/{j}"))
+                          for j in range(n)]
+    return out
+
+
+def file_captions(path, ids: Sequence[str], n: int = 1) -> Captions:
+    """Captions from a JSON file ``{image id: caption or [captions]}``, for the images ``ids`` it has."""
+    if not path:
+        raise ConfigError("captioner=file needs the caption file: set captions=<JSON file mapping image id to a "
+                          "caption or a list of captions> (e.g. --set spn.captions=llava_captions.json)")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"caption file {path} does not exist")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"caption file {path} is not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"caption file {path} must be a JSON object mapping image id to a caption "
+                        "(or a list of captions)")
+    out: Captions = {}
+    for image in ids:
+        value = raw.get(image)
+        if value is None:
+            continue
+        texts = [value] if isinstance(value, str) else value
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise DataError(f"caption file {path}: the entry of {image!r} must be a non-empty string or a "
+                            f"list of them, got {value!r}")
+        out[image] = [texts[j % len(texts)].strip() for j in range(n)]
+    return out
+
+
+CAPTIONERS: Dict[str, str] = {
+    "attributes": "describe generated shapes images from their metadata.json (stand-in for an MLLM)",
+    "file": "captions made offline by any captioning model: JSON {image id: caption or [captions]}",
+}
+
+
+def caption_images(name: str, data: CIRDataset, ids: Sequence[str], n: int = 1, seed: int = 0,
+                   path: Optional[str] = None) -> Captions:
+    """Run the captioner ``name`` over ``ids``; images it cannot caption are absent from the result."""
+    makers: Dict[str, Callable[[], Captions]] = {
+        "attributes": lambda: attributes_captions(data, ids, n, seed),
+        "file": lambda: file_captions(path, ids, n),
+    }
+    if name not in makers:
+        raise ConfigError(f"unknown captioner {name!r}; choose one of: "
+                          + "; ".join(f"{k} ({v})" for k, v in CAPTIONERS.items()))
+    return makers[name]()
+
+
+__all__ = ["CAPTIONERS", "Captions", "attributes_captions", "caption_images", "file_captions"]

@@ -1,0 +1,212 @@
+"""Leaderboards: the shipped files load and print the papers' numbers exactly, malformed files get
+errors naming the bad key, and a run prints cirbench's numbers beside the paper's."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cirbench.errors import ConfigError
+from cirbench.grid import Grid, default_spec
+from cirbench.leaderboards.render import compare, render_comparison
+from cirbench.leaderboards.schema import available, load
+from cirbench.registry import get_method, list_methods
+from tests.helpers import PAPER_RESULTS, fake_run, shared_or_skip
+from tests.helpers import run_cli as cirbench
+
+SHIPPED = ["dqe-cir-fashioniq", "shapes-noise", "spn-cirr", "spn-fashioniq", "tme-noise-cirr", "tme-noise-fashioniq"]
+
+
+
+
+def test_shipped_leaderboards_load_and_their_hparams_fit_the_installed_methods():
+    assert sorted(available()) == SHIPPED
+    registered = set(list_methods())
+    for name in SHIPPED:
+        lb = load(name)
+        assert lb.name == name and lb.source["paper"]
+        for method, hp in (lb.grid.get("hparams") or {}).items():
+            if method.split(":")[0] in registered:
+                get_method(method.split(":")[0]).make_hparams(hp)
+        if lb.paper:
+            assert lb.source.get("table") and all(r.ours is None or r.ours in lb.grid["methods"]
+                                                  or lb.grid["methods"] == ["*"] for r in lb.paper.rows)
+
+
+def test_shapes_noise_is_the_default_grid_of_cirbench_run():
+    spec = default_spec()
+    assert spec == load("shapes-noise").grid
+    assert Grid() == Grid(**spec)
+    g = Grid()
+    assert (g.methods, g.datasets, g.noise_type, g.noise_rates, g.noise_seed, g.seeds, g.backbone, g.weights,
+            g.epochs) == (["*"], ["shapes-fashioniq", "shapes-cirr"], "mixed", [0.0, 0.2, 0.5, 0.8], 0, [0],
+                          "tiny", None, 10)
+
+
+def _paper_tables():
+    """(leaderboard, method, noise rate) -> the numbers in ../shared/data/paper_results.yaml, in column order."""
+    raw = yaml.safe_load(PAPER_RESULTS.read_text())
+    out = {}
+    for board, key in (("spn-fashioniq", "spn_2404.11317"), ("dqe-cir-fashioniq", "dqe_cir_2603.04037")):
+        for r in raw[key]["fashioniq"]:
+            avg = raw[key].get("reported_averages", {}).get(r["method"])
+            extra = [avg["R@10"], avg["R@50"]] if avg else ([None, None] if board.startswith("dqe") else [])
+            out[(board, r["method"], 0.0)] = [*r["dress"], *r["shirt"], *r["toptee"], *extra]
+    for r in raw["spn_2404.11317"]["cirr"]:
+        out[("spn-cirr", r["method"], 0.0)] = [*r["recall"], *r["subset"]]
+    tme = raw["noisy_triplets_tme_protocol"]
+    for board, key in (("tme-noise-fashioniq", "fashioniq_average"), ("tme-noise-cirr", "cirr_test")):
+        for method, per_rate in tme[key].items():
+            for rate, values in zip(tme["noise_rates"], per_rate):
+                out[(board, method, rate)] = values
+    return out
+
+
+def test_leaderboard_numbers_are_the_papers_numbers():
+    shared_or_skip(PAPER_RESULTS)
+    expected = _paper_tables()
+    ours = {(name, r.method, r.rate): r.values for name in SHIPPED if (lb := load(name)).paper
+            for r in lb.paper.rows}
+    assert ours == expected
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n != "shapes-noise"])
+def test_show_prints_every_reported_number_on_its_row(capsys, name):
+    lb = load(name)
+    code, out, err = cirbench(capsys, "leaderboard", "show", name)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lb.source["table"] in lines[0]
+    noise_type = lb.grid["noise_type"]
+    for row in lb.paper.rows:
+        noise = "clean" if row.rate == 0 else f"{noise_type} {row.rate:g}"
+        line = next(x for x in lines if re.search(rf"│ {re.escape(row.method)} +│", x)
+                    and (row.noise is None or f" {noise} " in x))
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        assert cells[-len(row.values):] == ["-" if v is None else f"{v:.2f}" for v in row.values]
+        assert (row.ours or "no (paper only)") in cells
+
+
+def test_list_shows_every_leaderboard(capsys):
+    code, out, _ = cirbench(capsys, "leaderboard", "list")
+    assert code == 0 and all(n in out for n in SHIPPED) and "arXiv 2404.11317, Table 2" in out
+
+
+TINY = {
+    "name": "tiny",
+    "title": "A tiny test table",
+    "source": {"paper": "A test paper", "arxiv": "0000.00000", "table": "Table 1"},
+    "grid": {"methods": ["clip4cir"], "datasets": ["shapes-fashioniq"], "noise": {"type": "mixed", "rates": [0, 0.5]},
+             "seeds": [0], "weights": "random", "epochs": 1, "batch_size": 32},
+    "paper": {"layout": "fashioniq", "split": "val", "columns": ["Dress R@10", "Avg R@10"],
+              "rows": [{"method": "Base", "values": [10.0, 20.0], "ours": "clip4cir"},
+                       {"method": "Base", "noise": 0.5, "values": [5.0, None], "ours": "clip4cir"},
+                       {"method": "Other", "backbone": "X", "values": [99.5, 98.25]}]},
+}
+
+
+def write_board(tmp_path, board, name="tiny") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(board, sort_keys=False))
+    return path
+
+
+def _edit(**changes):
+    board = json.loads(json.dumps(TINY))
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = board
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        node[last] = value
+    return board
+
+
+def _drop(key):
+    board = json.loads(json.dumps(TINY))
+    del board[key]
+    return board
+
+
+@pytest.mark.parametrize("board, message", [
+    (_edit(papers={}), "unknown key 'papers' in the file"),
+    (_drop("grid"), "the file lacks the required key 'grid'"),
+    (_edit(name="other"), "'name' is 'other' but the file is tiny.yaml"),
+    (_edit(source={"table": "T1"}), "'source' lacks the required key 'paper'"),
+    (_edit(grid__noise={"type": "mixed", "rate": [0]}), "'grid': 'noise' takes rates, seed, type"),
+    (_edit(grid__epoch=3), "'grid': unknown key(s) epoch"),
+    (_edit(grid__datasets=["imagenet"]), "'grid.datasets': unknown dataset 'imagenet'"),
+    (_edit(grid__noise={"rates": [0, 2]}), "'grid.noise.rates' must be numbers in [0, 1], got 2"),
+    (_edit(paper__layout="coco"), "'paper.layout' is 'coco'"),
+    (_edit(paper__columns=["Dress R@10", "Avg R@1"]), "'paper.columns' has 'Avg R@1', not a fashioniq column"),
+    (_edit(paper__rows__0__values=[1.0]), "'paper.rows[0]'.values has 1 numbers, expected 2"),
+    (_edit(paper__rows__1__values=[1.0, "n/a"]), "'paper.rows[1]'.values must be numbers"),
+    (_edit(paper__rows__2__ours="spn"), "'paper.rows[2]'.ours is 'spn', which 'grid.methods' does not run"),
+    (_edit(paper__rows__2__score=1), "unknown key 'score' in 'paper.rows[2]'"),
+    (_edit(paper__rows__2__method="Base"), "'paper.rows[2]' repeats method 'Base' at noise 0"),
+])
+def test_a_malformed_leaderboard_gets_an_error_naming_the_bad_key(tmp_path, capsys, board, message):
+    path = write_board(tmp_path, board)
+    with pytest.raises(ConfigError) as exc:
+        load(path)
+    assert message in str(exc.value) and "tiny.yaml" in str(exc.value)
+    code, out, err = cirbench(capsys, "leaderboard", "show", str(path))
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_not_yaml_and_unknown_name(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        load(bad)
+    with pytest.raises(ConfigError, match="unknown leaderboard 'nope'; available: dqe-cir-fashioniq"):
+        load("nope")
+
+
+def test_comparison_puts_cirbench_and_the_difference_under_each_paper_row(tmp_path):
+    lb = load(write_board(tmp_path, TINY))
+    runs = [fake_run("clip4cir", rate=0.0, seed=s, value=v) for s, v in ((0, 30.0), (1, 34.0))]
+    runs += [fake_run("clip4cir", rate=0.5, seed=0, value=12.5), fake_run("clip4cir", rate=0.8, seed=0, value=7.0)]
+    [(table, rows)] = compare(lb, runs)
+    kinds = [(m, rate, kind) for m, rate, kind, _ in rows]
+    assert kinds == [("Base", 0.0, "paper"), ("clip4cir", 0.0, "cirbench"), ("clip4cir", 0.0, "difference"),
+                     ("Base", 0.5, "paper"), ("clip4cir", 0.5, "cirbench"), ("clip4cir", 0.5, "difference"),
+                     ("Other", 0.0, "paper only"), ("clip4cir", 0.8, "cirbench only")]
+    assert rows[1][3][0] == (32.0, pytest.approx(2.828, abs=1e-3)) and rows[2][3] == [22.0, 12.0]
+    assert rows[5][3] == [7.5, None]  # the paper gives no Avg R@10 at 0.5: no difference
+    md = render_comparison(lb, runs, "markdown")
+    assert "| Base     | clean     | paper" in md and "32.00 ± 2.83" in md and "+22.00" in md and "+12.00" in md
+    assert "paper only (not in cirbench)" in md and "cirbench only (no paper number)" in md
+    assert "Difference = cirbench - paper" in md and "val split" in md
+    tex = render_comparison(lb, runs, "latex")
+    assert r"$32.00 \pm 2.83$ & $32.00 \pm 2.83$" in tex and "+7.50 & --" in tex
+
+
+def test_leaderboard_run_then_rerun_reuses_every_cell(tmp_path, capsys):
+    path = write_board(tmp_path, TINY)
+    out_dir = tmp_path / "runs"
+    code, out, err = cirbench(capsys, "leaderboard", "run", str(path), "--out", str(out_dir), "--no-progress")
+    assert code == 0, err
+    metrics = sorted(out_dir.rglob("metrics.json"))
+    assert len(metrics) == 2
+    clean = json.loads((out_dir / "shapes-fashioniq/clip4cir/clean/seed0/metrics.json").read_text())["best"]
+    ours = clean["dress"]["R@10"]
+    assert f"{ours:.2f}" in out and f"{ours - 10.0:+.2f}" in out and "99.50" in out and "98.25" in out
+    assert "Noise robustness on shapes-fashioniq" in out  # more than one rate: the robustness table too
+    stamps = [m.stat().st_mtime_ns for m in metrics]
+    code, again, err = cirbench(capsys, "leaderboard", "run", str(path), "--out", str(out_dir), "--no-progress")
+    assert code == 0 and again == out and [m.stat().st_mtime_ns for m in metrics] == stamps
+
+
+def test_a_real_data_leaderboard_without_its_data_stops_before_writing(tmp_path, capsys):
+    out_dir = tmp_path / "runs"
+    code, out, err = cirbench(capsys, "leaderboard", "run", "spn-fashioniq", "--out", str(out_dir))
+    assert code == 2 and "Traceback" not in err
+    assert "needs the real fashioniq dataset" in err and "github.com/XiaoxiaoGuo/fashion-iq" in err
+    assert "DIR/captions/cap.{dress,shirt,toptee}" in err and "--data-root fashioniq=DIR" in err
+    assert not out_dir.exists()
+    code, out, err = cirbench(capsys, "leaderboard", "run", "spn-cirr", "--data-root", str(tmp_path), "--out",
+                              str(out_dir))
+    assert code == 2 and "CIRR annotations" in err and "github.com/Cuberick-Orion/CIRR" in err
+    assert not out_dir.exists()

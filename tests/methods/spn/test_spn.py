@@ -1,0 +1,336 @@
+"""SPN: rank-window pairing, templates, captioners, the static bank and its loss, the plug-in
+wrapper, and end-to-end runs on both small shapes layouts."""
+import json
+import math
+import random
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from cirbench_methods.spn import SPN, STAGE2
+from cirbench_methods.spn.captioners import caption_images, file_captions
+from cirbench_methods.spn.positives import (
+    TEMPLATES,
+    compose_text,
+    fill,
+    generate,
+    pair_by_window,
+    parse_templates,
+    window_bounds,
+)
+
+from cirbench import registry
+from cirbench.data.datasets import load
+from cirbench.data.noise import load_manifest
+from cirbench.data.triplets import Triplet
+from cirbench.errors import ConfigError, DataError
+from cirbench.features import FeatureTable
+from cirbench.losses import bank_info_nce
+from cirbench.method import Method
+from cirbench.runner import Workspace, execute, resolve_method
+from cirbench.runs import RunSpec
+from cirbench.training import TrainConfig, TrainingSet, Validation, fit
+from cirbench.types import Dims, Features
+
+
+def _ranks(embed):
+    """rank[i][j]: position of j among i's other images by cosine similarity (0 = nearest)."""
+    x = F.normalize(embed, dim=-1)
+    sims = x @ x.t()
+    sims.fill_diagonal_(float("-inf"))
+    order = sims.argsort(dim=1, descending=True)
+    return {(i, int(j)): r for i in range(len(x)) for r, j in enumerate(order[i, :-1])}
+
+
+# --------------------------------------------------------------------------- pairing, templates
+
+def test_window_pairing_picks_partners_inside_the_bounds_and_never_the_image_itself():
+    torch.manual_seed(0)
+    embed = torch.randn(40, 8)
+    ranks = _ranks(embed)
+    pairs = pair_by_window(embed, range(40), 0.25, 0.5, per_reference=3, seed=1)
+    lo, hi = window_bounds(39, 0.25, 0.5)
+    assert (lo, hi) == (9, 20)
+    assert len(pairs) == 40 * 3
+    for ref, tgt, rank in pairs:
+        assert ref != tgt
+        assert lo <= ranks[(ref, tgt)] < hi and rank == ranks[(ref, tgt)]
+    per_ref = {}
+    for ref, tgt, _ in pairs:
+        per_ref.setdefault(ref, []).append(tgt)
+    assert all(len(set(v)) == 3 for v in per_ref.values())  # without replacement
+    # absolute ranks (> 1); a window of width one is deterministic: the 3rd nearest other image
+    for ref, tgt, _ in pair_by_window(embed, [0, 5], 2, 3):
+        assert ranks[(ref, tgt)] == 2
+    [(ref, nearest, rank)] = pair_by_window(embed, [3], 0.0, 0.001)  # fractions: at least one candidate
+    assert ranks[(3, nearest)] == 0 and rank == 0
+    assert window_bounds(39, 0, 1) == (0, 1) and window_bounds(39, 0.5, 0.999) == (19, 39)
+    for low, high in ((0.5, 0.5), (0.5, 3), (-1, 0.5)):
+        with pytest.raises(ConfigError, match="window"):
+            window_bounds(39, low, high)
+
+
+def test_identical_images_are_merged_and_never_paired():
+    torch.manual_seed(0)
+    embed = torch.randn(6, 4)
+    embed[3] = embed[0] * 2.0  # the same picture (identical direction)
+    ids = [f"img{i}" for i in range(6)]
+    captions = {i: [f"caption of {i}"] for i in ids}
+    gen = generate("cirr", ids, {}, embed, captions, None, low=0, high=0.999, templates=(2,), per_reference=5)
+    assert gen.summary["duplicates_merged"] == 1
+    assert "img3" not in gen.captions
+    assert not any({t.reference, t.target} == {"img0", "img3"} or t.reference == t.target for t in gen.triplets)
+    assert len(gen.triplets) == 5 * 4  # 5 distinct images, each paired with the 4 others
+
+
+def test_templates_fill_correctly_and_overlong_texts_fall_back_to_the_target_caption():
+    ref, tgt = "a red circle on gray ", "a blue square on gray"
+    assert [fill(t, ref, tgt) for t in TEMPLATES] == [
+        "a blue square on gray instead of a red circle on gray",
+        "Unlike a red circle on gray, I want a blue square on gray",
+        "a blue square on gray",
+    ]
+    rng = random.Random(0)
+    texts = {compose_text(ref, tgt, (0, 1), rng)[0] for _ in range(30)}
+    assert texts == {fill(TEMPLATES[0], ref, tgt), fill(TEMPLATES[1], ref, tgt)}
+    assert compose_text(ref, tgt, (1,), rng, fits=lambda s: len(s) < 30) == ("a blue square on gray", True)
+    assert compose_text(ref, tgt, (1,), rng, fits=lambda s: True)[1] is False
+    assert parse_templates("0, 2") == (0, 2)
+    for bad in ("", "3", "x"):
+        with pytest.raises(ConfigError, match="templates"):
+            parse_templates(bad)
+
+
+def test_generated_fashioniq_triplets_have_two_texts_and_the_reference_category():
+    torch.manual_seed(0)
+    ids = [f"d{i}" for i in range(5)] + [f"s{i}" for i in range(5)]
+    cats = {i: "dress" if i.startswith("d") else "shirt" for i in ids}
+    captions = {i: [f"{i} one", f"{i} two"] for i in ids}
+    gen = generate("fashioniq", ids, cats, torch.randn(10, 4), captions, ["d0", "s1", "unknown"], low=0.2,
+                   high=0.6, templates=(0,), per_reference=2, max_triplets=3, seed=0)
+    assert len(gen.triplets) == 3 and gen.summary["references"] == 2
+    for t in gen.triplets:
+        assert t.reference in ("d0", "s1") and t.category == cats[t.reference]
+        assert t.captions == (f"{t.target} one instead of {t.reference} one",
+                              f"{t.target} two instead of {t.reference} two")
+        assert t.qid.startswith(f"{t.category}/spn-")
+
+
+# --------------------------------------------------------------------------- captioners
+
+def test_captioners(tmp_path, make_fashioniq):
+    data = load("shapes-cirr")
+    ids = sorted(data.image_paths)[:4]
+    a = caption_images("attributes", data, ids, n=2, seed=0)
+    assert set(a) == set(ids) and all(len(v) == 2 and v[0] != v[1] for v in a.values())
+    assert a == caption_images("attributes", data, ids, n=2, seed=0)  # deterministic
+    meta = json.loads((data.root / "metadata.json").read_text())[ids[0]]
+    assert all(o["shape"] in a[ids[0]][0] and o["color"] in a[ids[0]][0] for o in meta["objects"])
+
+    path = tmp_path / "caps.json"
+    path.write_text(json.dumps({"x": "a cat", "y": ["one", "two"], "other": "unused"}))
+    assert file_captions(path, ["x", "y", "z"], n=2) == {"x": ["a cat", "a cat"], "y": ["one", "two"]}
+    path.write_text(json.dumps({"x": 3}))
+    with pytest.raises(DataError, match="'x'"):
+        file_captions(path, ["x"])
+    with pytest.raises(ConfigError, match="captions="):
+        caption_images("file", data, ids)
+    with pytest.raises(ConfigError, match="unknown captioner"):
+        caption_images("llava", data, ids)
+    real_layout = load("fashioniq", make_fashioniq())
+    with pytest.raises(DataError, match="captioner=file"):
+        caption_images("attributes", real_layout, ["dress0"])
+
+
+# --------------------------------------------------------------------------- bank and its loss
+
+def test_bank_loss_matches_a_hand_computed_example():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    labels = torch.tensor([2, 1])
+    tau = 0.5
+    # query 0: sims (1, 0, 0.6), positive 0.6; query 1: sims (0, 1, 0.8), positive 1
+    l0 = -(0.6 / tau) + math.log(math.exp(1 / tau) + math.exp(0) + math.exp(0.6 / tau))
+    l1 = -(1 / tau) + math.log(math.exp(0) + math.exp(1 / tau) + math.exp(0.8 / tau))
+    assert bank_info_nce(q, bank, labels, tau).item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
+
+    # neg_num sampled negatives: the positive is never drawn as its own negative. With every other
+    # row identical, the loss is known whichever rows are drawn.
+    bank = torch.tensor([[0.0, 1.0]] * 6 + [[1.0, 0.0]])
+    q, labels = torch.tensor([[1.0, 0.0]]), torch.tensor([6])
+    for k in (1, 3, 5):
+        want = -(1 / tau) + math.log(math.exp(1 / tau) + k * math.exp(0.0))
+        for _ in range(5):
+            assert bank_info_nce(q, bank, labels, tau, neg_num=k).item() == pytest.approx(want, rel=1e-6)
+
+
+@dataclass
+class _Toy:
+    images: FeatureTable
+    train: TrainingSet
+
+
+def _toy_training_set(n_images=12, dim=8):
+    torch.manual_seed(0)
+    keys = [f"im{i}" for i in range(n_images)]
+    images = FeatureTable(keys, Features(torch.randn(n_images, dim)))
+    triplets = [Triplet(str(i), f"im{i % 6}", f"im{(i * 5 + 1) % n_images}", (f"text {i}",), "cirr")
+                for i in range(10)]
+    texts = FeatureTable([f"text {i}" for i in range(10)], Features(torch.randn(10, dim)))
+    return _Toy(images, TrainingSet("cirr", triplets, images, texts))
+
+
+class _TargetProjection(Method):
+    """A toy base whose target side has parameters (so stage 2 must freeze them)."""
+
+    def __init__(self, dims, hparams=None):
+        super().__init__(dims, hparams)
+        self.query = torch.nn.Linear(2 * dims.embed, dims.embed)
+        self.target = torch.nn.Linear(dims.embed, dims.embed)
+
+    def compose(self, reference, text):
+        return self.query(torch.cat([reference.embed, text.embed], -1))
+
+    def embed_target(self, image):
+        return self.target(image.embed)
+
+
+def test_stage_two_builds_the_bank_once_with_each_training_image_once_and_freezes_the_image_side(
+        tmp_path, monkeypatch):
+    monkeypatch.setitem(registry._METHODS, "toy-target", _TargetProjection)
+    toy = _toy_training_set()
+    spn = SPN(Dims(8), SPN.make_hparams({"base": "toy-target", "positives": False, "stage2_epochs": 2,
+                                         "lr": 1e-2}))
+    assert {id(p) for p in spn.query_parameters()} == {id(p) for p in spn.base.query.parameters()}
+    names = [s.name for s in spn.stages(1)]
+    assert names == ["main", STAGE2]
+
+    before = {}
+
+    def validate(m):
+        if m.bank is not None and not before:
+            before.update({k: v.clone() for k, v in m.base.target.state_dict().items()})
+            before["query"] = m.base.query.weight.detach().clone()
+        return Validation({}, 0.0)
+
+    result = fit(spn, toy.train, validate, TrainConfig(epochs=1, batch_size=4), tmp_path / "ckpt.pt",
+                 progress=False)
+    assert [h["stage"] for h in result["history"]] == ["main", STAGE2, STAGE2]
+    assert spn.bank_builds == 1
+    used = torch.unique(torch.cat([toy.train.reference_rows, toy.train.target_rows]))
+    assert torch.equal(spn.bank_rows, used) and len(set(spn.bank_rows.tolist())) == len(spn.bank_rows)
+    assert torch.allclose(spn.bank.norm(dim=-1), torch.ones(len(used)), atol=1e-5)
+    spn.eval()
+    assert torch.allclose(spn.bank, F.normalize(spn.base.embed_target(toy.images.features[used]), dim=-1),
+                          atol=1e-5)  # the image side did not move during stage 2
+    for k, v in spn.base.target.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert not torch.equal(spn.base.query.weight, before["query"])  # the query side did
+    assert [h.get("spn_bank") for h in result["history"]] == [None, len(used), len(used)]
+
+
+def test_clip4cir_has_no_target_side_parameters_so_stage_two_tunes_the_whole_combiner():
+    spn = SPN(Dims(8))
+    assert {id(p) for p in spn.query_parameters()} == {id(p) for p in spn.base.parameters()}
+
+
+# --------------------------------------------------------------------------- the plug-in
+
+def test_hyper_parameters_select_the_base_the_parts_and_pass_base_settings(monkeypatch):
+    cls, hp = resolve_method(RunSpec(method="spn:clip4cir+positives", dataset="shapes-cirr",
+                                     hparams={"base_lr": "5e-4"}))
+    assert cls is SPN and (hp.base, hp.positives, hp.negatives) == ("clip4cir", True, False)
+    assert hp.base_hparams == {"lr": 5e-4}
+    m = SPN(Dims(8), hp)
+    assert m.base.hp.lr == 5e-4 and m.hp.weight_decay == m.base.hp.weight_decay
+    assert [s.lr for s in m.stages(2)] == [5e-4]
+    assert SPN.make_hparams({"base": "clip4cir+positives+negatives"}).negatives is True
+    with pytest.raises(ConfigError, match="parts"):
+        SPN.make_hparams({"base": "clip4cir+both"})
+    with pytest.raises(ConfigError, match="negatives"):
+        SPN.make_hparams({"base": "clip4cir+positives", "negatives": "true"})
+    with pytest.raises(ConfigError, match="base_"):
+        SPN.make_hparams({"base_nonsense": 1})
+    with pytest.raises(ConfigError, match="not another spn"):
+        SPN.make_hparams({"base": "spn"})
+    with pytest.raises(ConfigError, match="unknown method"):
+        SPN.make_hparams({"base": "nope"})
+
+    class Tokens(_TargetProjection):
+        needs_tokens = True
+
+    monkeypatch.setitem(registry._METHODS, "toy-tokens", Tokens)
+    assert SPN.wants_tokens(SPN.make_hparams({"base": "toy-tokens"})) is True
+    assert SPN.wants_tokens(SPN.make_hparams({})) is False
+
+
+# --------------------------------------------------------------------------- end to end
+
+@pytest.fixture(scope="module")
+def ws():
+    return Workspace(progress=False)
+
+
+def _spec(**kw):
+    base = dict(method="spn", dataset="shapes-fashioniq", noise_rate=0.5, weights="random", epochs=2,
+                batch_size=32, hparams={"stage2_epochs": 1})
+    base.update(kw)
+    return RunSpec(**base)
+
+
+@pytest.mark.parametrize("dataset", ["shapes-fashioniq", "shapes-cirr"])
+def test_spn_runs_end_to_end_and_generated_triplets_stay_out_of_noise_and_evaluation(tmp_path, ws, dataset):
+    s = _spec(dataset=dataset)
+    metrics = execute(s, tmp_path, ws)
+    run = tmp_path / s.dirname()
+    assert metrics["status"] == "finished"
+    history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["stage"] for h in history] == ["main", "main", STAGE2]
+    generated = history[0]["spn_generated"]
+    assert generated > 0 and history[-1]["spn_bank"] > 0
+
+    data = load(dataset)
+    annotated = data.split("train").triplets
+    manifest = load_manifest(run / "noise_manifest.json")
+    assert manifest["n_triplets"] == len(annotated)  # generated triplets are never noised
+    assert manifest["n_noisy"] == round(0.5 * len(annotated))
+    assert not any("spn" in str(e["qid"]) for e in manifest["triplets"])
+
+    folder = run / "spn_positives"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["triplets"] == generated
+    if dataset == "shapes-fashioniq":
+        files = sorted((folder / "captions").glob("cap.*.train.json"))
+        entries = [e for f in files for e in json.loads(f.read_text())]
+        assert {f.name for f in files} <= {f"cap.{c}.train.json" for c in ("dress", "shirt", "toptee")}
+        assert all(set(e) == {"candidate", "target", "captions"} and len(e["captions"]) == 2 for e in entries)
+        references = {t.reference for t in annotated}
+        assert all(e["candidate"] in references and e["candidate"] != e["target"] for e in entries)
+        predicted = json.loads((run / "predictions/val_rankings.json").read_text())
+    else:
+        entries = json.loads((folder / "captions" / "cap.rc2.train.json").read_text())
+        assert all({"pairid", "reference", "target_hard", "caption", "img_set"} <= set(e) for e in entries)
+        predicted = json.loads((run / "predictions/val_recall.json").read_text())
+        predicted = {k: v for k, v in predicted.items() if k not in ("version", "metric")}
+    assert len(entries) == generated
+    assert set(predicted) == {t.qid for t in data.split("val").triplets}  # only val queries are evaluated
+    assert set(json.loads((folder / "image_captions.json").read_text())) <= set(data.image_paths)
+
+
+def test_spn_with_both_parts_off_is_exactly_its_base(tmp_path, ws):
+    plain = execute(_spec(method="clip4cir", dataset="shapes-cirr", hparams={}), tmp_path, ws)
+    wrapped = execute(_spec(dataset="shapes-cirr", hparams={"positives": False, "negatives": False}), tmp_path, ws)
+    assert wrapped["best"] == plain["best"] and wrapped["last"] == plain["last"]
+
+
+def test_grid_hparams_for_the_base_name_reach_every_wrapped_variant():
+    from cirbench.grid import Grid
+
+    g = Grid(methods=["spn:clip4cir", "spn:dqe-cir"], datasets=["shapes-cirr"], noise_rates=[0], seeds=[0],
+             hparams={"spn": {"stage2_epochs": 3, "base_lr": 1e-4}, "spn:dqe-cir": {"stage2_epochs": 5}})
+    by_method = {c.method: c.hparams for c in g.cells()}
+    assert by_method["spn:clip4cir"] == {"stage2_epochs": 3, "base_lr": 1e-4}
+    assert by_method["spn:dqe-cir"] == {"stage2_epochs": 5, "base_lr": 1e-4}  # the full name wins
+    with pytest.raises(ConfigError, match="not in this grid's methods"):
+        Grid(methods=["spn:clip4cir"], hparams={"clip4cir": {"lr": 1}}).validate()

@@ -1,0 +1,167 @@
+import csv
+import dataclasses
+import io
+import json
+
+import pytest
+
+from cirbench.errors import ConfigError, DataError
+from cirbench.report.tables import Column, build_tables, render, render_all
+from cirbench.runs import read_runs
+
+FIQ_HEADERS = ["Method", "Noise", "Dress R@10", "Dress R@50", "Shirt R@10", "Shirt R@50", "Toptee R@10",
+               "Toptee R@50", "Avg R@10", "Avg R@50", "Rmean", "Seeds"]
+CIRR_HEADERS = ["Method", "Noise", "R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "Avg", "Seeds"]
+
+
+def fiq_metrics(x):
+    cats = {c: {"R@10": x + i, "R@50": x + 10 + i} for i, c in enumerate(("dress", "shirt", "toptee"))}
+    cats["average"] = {"R@10": x + 1, "R@50": x + 11, "Rmean": x + 6}
+    return cats
+
+
+def cirr_metrics(x):
+    keys = ("R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "Avg")
+    return {k: x + i for i, k in enumerate(keys)}
+
+
+def write_run(root, name, config, metrics=None):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(config))
+    if metrics is not None:
+        (d / "metrics.json").write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
+
+
+def config(method, dataset, layout, noise_type, rate, seed, backbone="tiny"):
+    return {"method": method, "dataset": dataset, "layout": layout, "seed": seed, "backbone": backbone,
+            "noise": {"type": noise_type, "rate": rate, "seed": 0}}
+
+
+def finished(best, last=None, **extra):
+    protocol = {"split": "val", "reference_in_gallery": True}
+    return {"status": "finished", "best": best, "last": last or best, "best_epoch": 3, "protocol": protocol, **extra}
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    root = tmp_path / "runs"
+    fiq = "shapes-fashioniq"
+    for seed, x in enumerate((10.0, 12.0, 14.0)):      # mean 12, sample std 2
+        write_run(root, f"{fiq}/clip4cir/mixed-0.2/s{seed}", config("clip4cir", fiq, "fashioniq", "mixed", 0.2, seed),
+                  finished(fiq_metrics(x), fiq_metrics(x - 5), noise_detection={"auroc": 0.5 + seed / 10}))
+    write_run(root, f"{fiq}/clip4cir/clean/s0", config("clip4cir", fiq, "fashioniq", "mixed", 0.0, 0),
+              finished(fiq_metrics(30.0)))
+    write_run(root, f"{fiq}/clip4cir/mixed-0.5/s0", config("clip4cir", fiq, "fashioniq", "mixed", 0.5, 0),
+              finished(fiq_metrics(5.0)))
+    write_run(root, f"{fiq}/ncl_cir/clean/s0", config("ncl_cir", fiq, "fashioniq", "none", 0, 0),
+              finished(fiq_metrics(40.0)))
+    # unfinished / broken runs
+    write_run(root, f"{fiq}/ncl_cir/mixed-0.2/s0", config("ncl_cir", fiq, "fashioniq", "mixed", 0.2, 0))
+    write_run(root, f"{fiq}/ncl_cir/mixed-0.2/s1", config("ncl_cir", fiq, "fashioniq", "mixed", 0.2, 1),
+              {"status": "running"})
+    write_run(root, f"{fiq}/ncl_cir/mixed-0.2/s2", config("ncl_cir", fiq, "fashioniq", "mixed", 0.2, 2), "{trunc")
+    for seed, x in enumerate((20.0, 21.0)):
+        write_run(root, f"shapes-cirr/clip4cir/s{seed}", config("clip4cir", "shapes-cirr", "cirr", "text", 0.8, seed),
+                  finished(cirr_metrics(x)))
+    return root
+
+
+def test_collect_runs_skips_unfinished(runs_dir):
+    runs = read_runs(runs_dir)
+    assert len(runs) == 8
+    assert len(runs.skipped) == 3 and all("ncl_cir/mixed-0.2" in str(d) for d in runs.skipped)
+    assert all({f.name for f in dataclasses.fields(r)} == {"dir", "config", "metrics"} for r in runs)
+    with pytest.raises(DataError):
+        read_runs(runs_dir / "missing")
+
+
+def test_build_tables_mean_std_and_order(runs_dir):
+    tables = build_tables(read_runs(runs_dir))
+    assert set(tables) == {"shapes-fashioniq", "shapes-cirr"}
+    fiq = tables["shapes-fashioniq"]
+    assert fiq.layout == "fashioniq" and fiq.which == "best"
+    assert [(r.method, r.noise) for r in fiq.rows] == [
+        ("clip4cir", "clean"), ("clip4cir", "mixed 0.2"), ("clip4cir", "mixed 0.5"), ("ncl_cir", "clean")]
+    noisy = fiq.rows[1]
+    assert sorted(noisy.seeds) == [0, 1, 2]
+    headers = [c.header for c in fiq.columns]
+    mean, std, n = noisy.cells[headers.index("Dress R@10")]
+    assert mean == pytest.approx(12.0) and std == pytest.approx(2.0) and n == 3     # sample std (ddof=1)
+    assert noisy.cells[headers.index("Rmean")][:2] == pytest.approx((18.0, 2.0))
+    assert fiq.rows[0].cells[0] == (30.0, None, 1)
+
+    cirr = tables["shapes-cirr"]
+    assert [c.header for c in cirr.columns] == CIRR_HEADERS[2:-1]
+    mean, std, _ = cirr.rows[0].cells[-1]                # Avg = x + 7 -> 27, 28
+    assert mean == pytest.approx(27.5) and std == pytest.approx(0.5 ** 0.5)
+
+    last = build_tables(read_runs(runs_dir), which="last")["shapes-fashioniq"]
+    assert last.rows[1].cells[0][0] == pytest.approx(7.0)
+    with pytest.raises(ConfigError):
+        build_tables(read_runs(runs_dir), which="worst")
+
+
+def test_tables_split_by_backbone_and_extra_columns(runs_dir):
+    write_run(runs_dir, "other", config("clip4cir", "shapes-cirr", "cirr", "text", 0.8, 0, backbone="big"),
+              finished(cirr_metrics(50.0)))
+    tables = build_tables(read_runs(runs_dir), extra_columns={
+        "fashioniq": [Column("AUROC", ("noise_detection", "auroc"), scope="run")]})
+    assert {n for n in tables if n.startswith("shapes-cirr")} == {
+        "shapes-cirr [big; val split, reference kept in gallery]", "shapes-cirr [tiny; val split, reference kept in gallery]"}
+    fiq = tables["shapes-fashioniq"]
+    assert fiq.columns[-1].header == "AUROC"
+    assert fiq.rows[1].cells[-1][:2] == pytest.approx((0.6, 0.1))
+    assert fiq.rows[0].cells[-1] == (None, None, 0)        # clean run has no noise-detection metrics
+    assert "AUROC" in render(fiq, "markdown")
+
+
+def test_render_terminal_and_markdown(runs_dir):
+    table = build_tables(read_runs(runs_dir))["shapes-fashioniq"]
+    for fmt in ("terminal", "markdown"):
+        text = render(table, fmt)
+        assert "shapes-fashioniq (fashioniq layout)" in text and "best-epoch" in text and "1-3 seeds" in text
+        assert all(h in text for h in FIQ_HEADERS)
+        assert "12.00 ± 2.00" in text and "30.00" in text and "30.00 ±" not in text
+        assert "mixed 0.2" in text and "clean" in text
+    terminal = render(table, "terminal")
+    assert "┌" in terminal and "└" in terminal
+    lines = [ln for ln in render(table, "markdown").splitlines() if ln.startswith("|")]
+    assert len(lines) == 2 + len(table.rows)
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == FIQ_HEADERS
+    assert set(lines[1].replace("|", "").replace(":", "")) == {"-"}
+
+
+def test_render_latex(runs_dir):
+    tables = build_tables(read_runs(runs_dir))
+    text = render(tables["shapes-fashioniq"], "latex")
+    lines = text.splitlines()
+    assert lines[0] == r"\begin{table}[ht]" and lines[-1] == r"\end{table}"
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert lines.count(rule) == 1
+    assert lines.index(r"\toprule") < lines.index(r"\midrule") < lines.index(r"\bottomrule")
+    caption = next(ln for ln in lines if ln.startswith(r"\caption{"))
+    assert "shapes-fashioniq" in caption and "best-epoch" in caption and "seeds" in caption and r"$\pm$" in caption
+    assert r"\begin{tabular}{ll" + "r" * 10 + "}" in text
+    body = lines[lines.index(r"\midrule") + 1:lines.index(r"\bottomrule")]
+    assert len(body) == 4 and all(ln.count("&") == len(FIQ_HEADERS) - 1 and ln.endswith(r"\\") for ln in body)
+    assert r"$12.00 \pm 2.00$" in text and r"ncl\_cir" in text and "±" not in text
+    assert "Rsubset@1" in render(tables["shapes-cirr"], "latex")
+
+
+def test_render_csv_parses_back(runs_dir):
+    tables = build_tables(read_runs(runs_dir))
+    rows = list(csv.DictReader(io.StringIO(render(tables["shapes-fashioniq"], "csv"))))
+    assert len(rows) == 4
+    noisy = rows[1]
+    assert (noisy["method"], noisy["noise_type"], noisy["noise_rate"], noisy["n_seeds"]) == ("clip4cir", "mixed", "0.2", "3")
+    assert float(noisy["Dress R@10 mean"]) == pytest.approx(12.0) and float(noisy["Dress R@10 std"]) == pytest.approx(2.0)
+    assert rows[0]["Dress R@10 std"] == "" and float(rows[0]["Rmean mean"]) == pytest.approx(36.0)
+
+    combined = list(csv.DictReader(io.StringIO(render_all(tables, "csv"))))   # one header: union of columns
+    assert [r["dataset"] for r in combined] == ["shapes-cirr"] + ["shapes-fashioniq"] * 4
+    assert float(combined[0]["Avg mean"]) == pytest.approx(27.5) and combined[0]["Rmean mean"] == ""
+    assert float(combined[2]["Rmean mean"]) == pytest.approx(18.0) and combined[2]["Avg mean"] == ""
+    assert render_all(tables, "markdown").count("**") == 4
+    with pytest.raises(ConfigError):
+        render(tables["shapes-cirr"], "html")

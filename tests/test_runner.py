@@ -1,0 +1,157 @@
+"""End to end: a grid cell trains, evaluates, saves, resumes and is skipped once finished."""
+import json
+
+import pytest
+import torch
+
+from cirbench import training
+from cirbench.data.datasets import load
+from cirbench.data.noise import load_manifest
+from cirbench.errors import ConfigError
+from cirbench.eval.evaluation import score_cirr, score_fashioniq
+from cirbench.registry import get_method
+from cirbench.runner import Workspace, execute
+from cirbench.runs import RunDir, RunSpec
+
+
+def spec(**kw):
+    base = dict(method="clip4cir", dataset="shapes-fashioniq", noise_rate=0.5, weights="random", epochs=3,
+                batch_size=32)
+    base.update(kw)
+    return RunSpec(**base)
+
+
+@pytest.fixture(scope="module")
+def ws():
+    return Workspace(progress=False)
+
+
+@pytest.mark.parametrize("dataset", ["shapes-fashioniq", "shapes-cirr"])
+def test_a_run_writes_everything_a_researcher_needs(tmp_path, ws, dataset):
+    s = spec(dataset=dataset)
+    metrics = execute(s, tmp_path, ws)
+    run = tmp_path / s.dirname()
+    assert metrics["status"] == "finished" and RunDir(run).finished
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    keys = ({"dress", "shirt", "toptee", "average"} if dataset == "shapes-fashioniq"
+            else {"R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "Avg"})
+    assert set(metrics["best"]) == keys and set(metrics["last"]) == keys
+    assert metrics["protocol"]["split"] == "val"
+    assert metrics["protocol"]["reference_in_gallery"] == (dataset == "shapes-fashioniq")
+    prov = metrics["provenance"]
+    assert {"cirbench", "git_commit", "torch", "python", "device", "wall_seconds", "timestamp"} <= set(prov)
+    assert prov["device"].startswith("cpu")
+    assert json.loads((run / "config.json").read_text())["noise"] == {"type": "mixed", "rate": 0.5, "seed": 0}
+    history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert metrics["best"] == history[metrics["best_epoch"] - 1]["metrics"]
+    assert metrics["last"] == history[-1]["metrics"]
+
+    manifest = load_manifest(run / "noise_manifest.json")
+    data = load(dataset)
+    assert manifest["n_triplets"] == len(data.split("train").triplets)
+    assert manifest["n_noisy"] == round(0.5 * manifest["n_triplets"])
+    assert metrics["noise"]["realised_rate"] == manifest["realised_rate"]
+
+    # the saved val rankings re-score to exactly the run's best metrics
+    val = data.split("val").triplets
+    if dataset == "shapes-fashioniq":
+        rescored = score_fashioniq(val, json.loads((run / "predictions/val_rankings.json").read_text()))
+    else:
+        main = json.loads((run / "predictions/val_recall.json").read_text())
+        sub = json.loads((run / "predictions/val_recall_subset.json").read_text())
+        assert main.pop("version") == "rc2" and main.pop("metric") == "recall"
+        assert sub.pop("metric") == "recall_subset" and sub.pop("version") == "rc2"
+        rescored = score_cirr(val, main, sub)
+    assert rescored == metrics["best"]
+
+
+def test_the_baseline_learns_and_noise_hurts(tmp_path, ws):
+    clean = execute(spec(noise_rate=0.0, epochs=6), tmp_path, ws)["best"]["average"]["R@10"]
+    noisy = execute(spec(noise_rate=0.8, epochs=6), tmp_path, ws)["best"]["average"]["R@10"]
+    chance = 100 * 10 / 60  # small galleries here: about 60 images per category
+    assert clean > 2 * chance
+    assert noisy < clean
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path, ws):
+    a = execute(spec(), tmp_path / "a", ws)
+    b = execute(spec(), tmp_path / "b", ws)
+    c = execute(spec(seed=1), tmp_path / "c", ws)
+    assert a["best"] == b["best"] and a["last"] == b["last"]
+    assert c["last"] != a["last"]
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, ws, monkeypatch):
+    whole = execute(spec(), tmp_path / "whole", ws)
+    cls = get_method("clip4cir")
+    original = cls.on_epoch_start
+    calls = []
+
+    def crash_at_third_epoch(self, ctx):
+        calls.append(ctx.epoch)
+        if ctx.epoch == 2 and calls.count(2) == 1:
+            raise KeyboardInterrupt
+        return original(self, ctx)
+
+    monkeypatch.setattr(cls, "on_epoch_start", crash_at_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        execute(spec(), tmp_path / "cut", ws)
+    run = tmp_path / "cut" / spec().dirname()
+    assert not RunDir(run).finished and (run / "checkpoint.pt").exists()
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 2
+    resumed = execute(spec(), tmp_path / "cut", ws)
+    assert calls == [0, 1, 2, 2]  # epochs 0 and 1 were not trained again
+    assert resumed["best"] == whole["best"] and resumed["last"] == whole["last"]
+    assert len((run / "history.jsonl").read_text().splitlines()) == 3
+
+
+def test_finished_cells_are_skipped_and_changed_settings_refused(tmp_path, ws, monkeypatch):
+    first = execute(spec(), tmp_path, ws)
+    monkeypatch.setattr(training, "fit", lambda *a, **k: pytest.fail("a finished cell was trained again"))
+    monkeypatch.setattr("cirbench.runner.fit", lambda *a, **k: pytest.fail("a finished cell was trained again"))
+    assert execute(spec(), tmp_path, ws) == first
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"other settings \(epochs: 3 -> 4\).*--force"):
+        execute(spec(epochs=4), tmp_path, ws)
+    again = execute(spec(epochs=4), tmp_path, ws, force=True)
+    assert again["epochs_run"] == 4
+
+
+@pytest.mark.parametrize("layout", ["fashioniq", "cirr"])
+def test_real_layout_folders_with_missing_images_run(tmp_path, ws, make_fashioniq, make_cirr, caplog, layout):
+    if layout == "fashioniq":
+        root = make_fashioniq(missing=["dress1", "shirt8"])  # a train target and a val reference
+    else:
+        root = make_cirr(layout="nested", missing=["train-1-0-img0"])
+    s = spec(dataset=layout, data_root=str(root), noise_rate=0.5, epochs=1, batch_size=4)
+    with caplog.at_level("WARNING", logger="cirbench"):
+        metrics = execute(s, tmp_path, ws)
+    assert metrics["status"] == "finished"
+    assert sum("missing" in r.getMessage() for r in caplog.records) == 1
+    manifest = load_manifest(tmp_path / s.dirname() / "noise_manifest.json")
+    assert manifest["n_triplets"] == (9 if layout == "fashioniq" else 2)  # drawn on the annotations, as `cirbench noise`
+
+
+def test_text_side_features_reach_compose_in_training_and_validation(tmp_path, ws):
+    from cirbench.method import Method
+    from cirbench.registry import register_method
+
+    seen = []
+
+    @register_method("test-side-features")
+    class WordCounter(Method):
+        def __init__(self, dims, hparams=None):
+            super().__init__(dims, hparams)
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def text_side_features(self, texts):
+            return torch.tensor([[float(len(t.split()))] for t in texts])
+
+        def compose(self, reference, text):
+            seen.append(text.extra)
+            return self.scale * (reference.embed + text.embed)
+
+    execute(spec(method="test-side-features", epochs=1, noise_rate=0.0), tmp_path, ws)
+    assert seen and all(x is not None and x.shape[1] == 1 for x in seen)
+    assert all((x >= 1).all() for x in seen)
