@@ -12,12 +12,12 @@ keeps every method on the same frozen features so that methods differ only in th
 from __future__ import annotations
 
 import torch.nn.functional as F
-from cirbench_methods.combiner import Combiner, CombinerHparams
 from torch import Tensor
 
 from cirbench.method import Method
 from cirbench.registry import register_method
 from cirbench.types import Dims, Features
+from cirbench_methods.combiner import Combiner, CombinerHparams
 
 
 @register_method("clip4cir")

@@ -86,7 +86,6 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from cirbench_methods.combiner import Combiner, CombinerHparams
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
@@ -96,6 +95,7 @@ from cirbench.losses import soft_label_nce
 from cirbench.method import Method
 from cirbench.registry import register_method
 from cirbench.types import Batch, Dims, Features
+from cirbench_methods.combiner import Combiner, CombinerHparams
 
 FILTER_LOSSES = ("ref", "targets")
 FILTER_FITS = ("anchored", "gmm")

@@ -85,12 +85,6 @@ from typing import TYPE_CHECKING, List, Optional
 
 import torch
 import torch.nn.functional as F
-from cirbench_methods.combiner import Combiner, CombinerHparams
-from cirbench_methods.dqe_cir.attributes import (
-    ATTRIBUTES,
-    attribute_counts,
-    attribute_relevance,
-)
 from torch import Tensor, nn
 
 from cirbench.errors import ConfigError
@@ -98,6 +92,12 @@ from cirbench.losses import info_nce, pairwise_kl
 from cirbench.method import Method
 from cirbench.registry import register_method
 from cirbench.types import Batch, Dims, Features
+from cirbench_methods.combiner import Combiner, CombinerHparams
+from cirbench_methods.dqe_cir.attributes import (
+    ATTRIBUTES,
+    attribute_counts,
+    attribute_relevance,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from cirbench.training import TrainContext

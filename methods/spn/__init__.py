@@ -60,8 +60,6 @@ from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
-from cirbench_methods.spn.captioners import caption_images
-from cirbench_methods.spn.positives import generate, parse_templates, write_official
 from torch import Tensor
 
 from cirbench.errors import ConfigError, DataError
@@ -69,6 +67,8 @@ from cirbench.losses import bank_info_nce
 from cirbench.method import Method
 from cirbench.registry import get_method, register_method
 from cirbench.types import Batch, Dims, Features, Stage
+from cirbench_methods.spn.captioners import caption_images
+from cirbench_methods.spn.positives import generate, parse_templates, write_official
 
 log = logging.getLogger("cirbench")
 

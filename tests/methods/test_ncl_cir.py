@@ -1,27 +1,25 @@
-"""NCL-CIR: the GMM noise-pair filter, the soft-label NCE loss, the weight maps, and end-to-end runs."""
+"""NCL-CIR: the GMM noise-pair filter, the weight maps, and end-to-end runs (its soft-label NCE loss: tests/test_losses.py)."""
 import json
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from cirbench.data.triplets import Triplet
+from cirbench.errors import ConfigError
+from cirbench.features import FeatureTable
+from cirbench.registry import get_method
+from cirbench.runner import Workspace, execute
+from cirbench.runs import RunSpec
+from cirbench.training import TrainConfig, TrainContext, TrainingSet
+from cirbench.types import Dims, Features
 from cirbench_methods.ncl_cir import (
     WeightCompensation,
     anchored_clean_probability,
     diversity_penalty,
     gmm_clean_probability,
 )
-from sklearn.metrics import roc_auc_score
-
-from cirbench.data.triplets import Triplet
-from cirbench.errors import ConfigError
-from cirbench.features import FeatureTable
-from cirbench.losses import info_nce, soft_label_nce
-from cirbench.registry import get_method
-from cirbench.runner import Workspace, execute
-from cirbench.runs import RunSpec
-from cirbench.training import TrainConfig, TrainContext, TrainingSet
-from cirbench.types import Dims, Features
 
 
 # -- Noise-pair Filter Block ------------------------------------------------------------------
@@ -68,33 +66,6 @@ def test_anchored_filter_degenerate_inputs_keep_everything():
     assert (anchored_clean_probability(np.array([0.7]), np.arange(10.0)) == 1).all()
     assert (anchored_clean_probability(np.arange(5.0), np.array([np.inf, 3.0])) == 1).all()  # < 2 finite nulls
     assert anchored_clean_probability(np.array([]), np.arange(3.0)).shape == (0,)
-
-
-# -- soft-label NCE ---------------------------------------------------------------------------------
-def _pairs(n=6, d=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, d, generator=g), dim=-1), F.normalize(torch.randn(n, d, generator=g), dim=-1)
-
-
-def test_soft_label_nce_is_info_nce_with_all_ones():
-    q, t = _pairs()
-    assert soft_label_nce(q, t, torch.ones(6), 0.07).item() == pytest.approx(info_nce(q, t, 0.07).item(), rel=1e-6)
-
-
-def test_soft_label_nce_down_weights_a_label_zero_pair():
-    q, t = _pairs()
-    q.requires_grad_(True)
-    labels = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.5, 1.0])
-    loss = soft_label_nce(q, t, labels, 0.07)
-    per_row = F.cross_entropy(q @ t.t() / 0.07, torch.arange(6), reduction="none")
-    assert loss.item() == pytest.approx((labels * per_row).sum().item() / 6, rel=1e-6)
-    loss.backward()
-    assert q.grad[1].abs().max() == 0  # the label-0 query is not pulled towards its target
-    assert q.grad[0].abs().max() > 0
-    # a label-0 pair's target still serves as a negative for the other rows
-    t2 = t.clone().requires_grad_(True)
-    soft_label_nce(q.detach(), t2, labels, 0.07).backward()
-    assert t2.grad[1].abs().max() > 0
 
 
 # -- Weight Compensation Block ----------------------------------------------------------------------

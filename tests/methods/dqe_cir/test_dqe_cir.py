@@ -1,19 +1,13 @@
-"""DQE-CIR: attribute vocabularies and weights, mid-zone negatives, pairwise + KL loss, end to end."""
+"""DQE-CIR: attribute weights, mid-zone negatives, the loss, end to end (vocabularies: test_attributes.py; pairwise + KL: tests/test_losses.py)."""
 import json
 import math
 
 import pytest
 import torch
-from cirbench_methods.dqe_cir.attributes import (
-    attribute_counts,
-    attribute_relevance,
-    count_attributes,
-)
 
 from cirbench.data.triplets import Triplet
 from cirbench.errors import ConfigError
 from cirbench.features import FeatureTable
-from cirbench.losses import pairwise_kl
 from cirbench.registry import get_method
 from cirbench.runner import Workspace, execute, resolve_method
 from cirbench.runs import RunSpec
@@ -27,38 +21,6 @@ def method(**hp):
     cls = get_method("dqe-cir")
     torch.manual_seed(0)
     return cls(Dims(DIM), cls.make_hparams(hp))
-
-
-# --------------------------------------------------------------------------- attribute words
-
-def test_vocabularies_read_colour_and_shape_wording_of_every_dataset():
-    c = count_attributes("Make the red circle blue")
-    assert c == {"color": {"values": 2, "cues": 0}, "shape": {"values": 1, "cues": 0}}
-    assert count_attributes("turn the star into a heart")["shape"]["values"] == 2
-    assert count_attributes("is darker and has longer sleeves") == \
-        {"color": {"values": 0, "cues": 1}, "shape": {"values": 0, "cues": 2}}
-    assert count_attributes("is a navy v-neck")["color"]["values"] == 1  # FashionIQ wording
-    assert count_attributes("is a navy v-neck")["shape"] == {"values": 1, "cues": 1}  # "v-neck", "neck"
-    assert count_attributes("the dog is on a white couch")["color"]["values"] == 1  # CIRR wording
-    assert count_attributes("move it to the left and make it bigger") == \
-        {"color": {"values": 0, "cues": 0}, "shape": {"values": 0, "cues": 0}}
-    counts = attribute_counts(["make the red circle blue", "turn the star into a heart", "move it left"])
-    assert counts.shape == (3, 4)
-    rel = attribute_relevance(counts)
-    assert rel[0].tolist() == pytest.approx([2 / 3, 1 / 3])
-    assert rel[1, 1] > rel[1, 0] and rel[2].tolist() == [0.0, 0.0]
-
-
-def test_vocabularies_cover_real_captions(real_annotations):
-    texts = []
-    for cat in ("dress", "shirt", "toptee"):
-        for e in json.loads((real_annotations / f"fashioniq/captions/cap.{cat}.val.json").read_text()):
-            texts += e["captions"]
-    rel = attribute_relevance(attribute_counts(texts))
-    assert (rel.sum(1) > 0).float().mean() > 0.6  # most FashionIQ captions name a colour or a cut
-    assert (rel[:, 0] > 0).float().mean() > 0.3 and (rel[:, 1] > 0).float().mean() > 0.2
-    cirr = [e["caption"] for e in json.loads((real_annotations / "cirr/captions/cap.rc2.val.json").read_text())]
-    assert (attribute_relevance(attribute_counts(cirr))[:, 0] > 0).float().mean() > 0.1
 
 
 def test_attribute_weights_respond_to_colour_versus_shape_wording():
@@ -168,29 +130,6 @@ def test_options_are_checked():
         method(delta_low=0.5, delta_high=0.1)
     cls, hp = resolve_method(RunSpec(method="dqe-cir:no-attr", dataset="shapes-cirr"))
     assert hp.ablation == "no-attr"
-
-
-# --------------------------------------------------------------------------- pairwise + KL
-
-def test_pairwise_kl_on_a_hand_computed_example():
-    q = torch.tensor([[0.6, 0.8], [1.0, 0.0]])
-    p = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
-    n = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
-    # row 0 at τ = 0.5: s⁺ = 0.6, s⁻ = 0.8 -> pairwise = log(1 + e^{(0.8-0.6)/0.5}) = log(1 + e^0.4)
-    # teacher softmax([1, 0] / 0.5) = [e²/(e²+1), 1/(e²+1)], student softmax([1.2, 1.6])
-    pair, kl = pairwise_kl(q, p, n, 0.5, valid=torch.tensor([True, False]))
-    teacher = [math.e ** 2 / (math.e ** 2 + 1), 1 / (math.e ** 2 + 1)]
-    student = [1 / (1 + math.e ** 0.4), math.e ** 0.4 / (1 + math.e ** 0.4)]
-    assert pair.item() == pytest.approx(math.log(1 + math.e ** 0.4), abs=1e-6)  # 0.91302
-    assert kl.item() == pytest.approx(sum(t * math.log(t / s) for t, s in zip(teacher, student)), abs=1e-6)
-    assert kl.item() == pytest.approx(0.5, abs=1e-5)
-    # row 1 alone: the query sees the pair as the target does -> KL 0; pairwise log(1 + e^{-2})
-    pair, kl = pairwise_kl(q, p, n, 0.5, valid=torch.tensor([0.0, 1.0]))
-    assert pair.item() == pytest.approx(math.log(1 + math.e ** -2), abs=1e-6)
-    assert kl.item() == pytest.approx(0.0, abs=1e-6)
-    # no valid row: zero, not NaN
-    pair, kl = pairwise_kl(q, p, n, 0.5, valid=torch.tensor([False, False]))
-    assert pair.item() == 0.0 and kl.item() == 0.0
 
 
 def test_loss_trains_the_sub_queries_and_the_weights():

@@ -1,169 +1,26 @@
-"""SPN: rank-window pairing, templates, captioners, the static bank and its loss, the plug-in
-wrapper, and end-to-end runs on both small shapes layouts."""
+"""SPN the method: the static bank of stage 2, the plug-in wrapper over a base, and end-to-end runs
+on both small shapes layouts (its positives and captioners have files of their own)."""
 import json
-import math
-import random
 from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn.functional as F
-from cirbench_methods.spn import SPN, STAGE2
-from cirbench_methods.spn.captioners import caption_images, file_captions
-from cirbench_methods.spn.positives import (
-    TEMPLATES,
-    compose_text,
-    fill,
-    generate,
-    pair_by_window,
-    parse_templates,
-    window_bounds,
-)
 
 from cirbench import registry
 from cirbench.data.datasets import load
 from cirbench.data.noise import load_manifest
 from cirbench.data.triplets import Triplet
-from cirbench.errors import ConfigError, DataError
+from cirbench.errors import ConfigError
 from cirbench.features import FeatureTable
-from cirbench.losses import bank_info_nce
 from cirbench.method import Method
 from cirbench.runner import Workspace, execute, resolve_method
 from cirbench.runs import RunSpec
 from cirbench.training import TrainConfig, TrainingSet, Validation, fit
 from cirbench.types import Dims, Features
+from cirbench_methods.spn import SPN, STAGE2
 
-
-def _ranks(embed):
-    """rank[i][j]: position of j among i's other images by cosine similarity (0 = nearest)."""
-    x = F.normalize(embed, dim=-1)
-    sims = x @ x.t()
-    sims.fill_diagonal_(float("-inf"))
-    order = sims.argsort(dim=1, descending=True)
-    return {(i, int(j)): r for i in range(len(x)) for r, j in enumerate(order[i, :-1])}
-
-
-# --------------------------------------------------------------------------- pairing, templates
-
-def test_window_pairing_picks_partners_inside_the_bounds_and_never_the_image_itself():
-    torch.manual_seed(0)
-    embed = torch.randn(40, 8)
-    ranks = _ranks(embed)
-    pairs = pair_by_window(embed, range(40), 0.25, 0.5, per_reference=3, seed=1)
-    lo, hi = window_bounds(39, 0.25, 0.5)
-    assert (lo, hi) == (9, 20)
-    assert len(pairs) == 40 * 3
-    for ref, tgt, rank in pairs:
-        assert ref != tgt
-        assert lo <= ranks[(ref, tgt)] < hi and rank == ranks[(ref, tgt)]
-    per_ref = {}
-    for ref, tgt, _ in pairs:
-        per_ref.setdefault(ref, []).append(tgt)
-    assert all(len(set(v)) == 3 for v in per_ref.values())  # without replacement
-    # absolute ranks (> 1); a window of width one is deterministic: the 3rd nearest other image
-    for ref, tgt, _ in pair_by_window(embed, [0, 5], 2, 3):
-        assert ranks[(ref, tgt)] == 2
-    [(ref, nearest, rank)] = pair_by_window(embed, [3], 0.0, 0.001)  # fractions: at least one candidate
-    assert ranks[(3, nearest)] == 0 and rank == 0
-    assert window_bounds(39, 0, 1) == (0, 1) and window_bounds(39, 0.5, 0.999) == (19, 39)
-    for low, high in ((0.5, 0.5), (0.5, 3), (-1, 0.5)):
-        with pytest.raises(ConfigError, match="window"):
-            window_bounds(39, low, high)
-
-
-def test_identical_images_are_merged_and_never_paired():
-    torch.manual_seed(0)
-    embed = torch.randn(6, 4)
-    embed[3] = embed[0] * 2.0  # the same picture (identical direction)
-    ids = [f"img{i}" for i in range(6)]
-    captions = {i: [f"caption of {i}"] for i in ids}
-    gen = generate("cirr", ids, {}, embed, captions, None, low=0, high=0.999, templates=(2,), per_reference=5)
-    assert gen.summary["duplicates_merged"] == 1
-    assert "img3" not in gen.captions
-    assert not any({t.reference, t.target} == {"img0", "img3"} or t.reference == t.target for t in gen.triplets)
-    assert len(gen.triplets) == 5 * 4  # 5 distinct images, each paired with the 4 others
-
-
-def test_templates_fill_correctly_and_overlong_texts_fall_back_to_the_target_caption():
-    ref, tgt = "a red circle on gray ", "a blue square on gray"
-    assert [fill(t, ref, tgt) for t in TEMPLATES] == [
-        "a blue square on gray instead of a red circle on gray",
-        "Unlike a red circle on gray, I want a blue square on gray",
-        "a blue square on gray",
-    ]
-    rng = random.Random(0)
-    texts = {compose_text(ref, tgt, (0, 1), rng)[0] for _ in range(30)}
-    assert texts == {fill(TEMPLATES[0], ref, tgt), fill(TEMPLATES[1], ref, tgt)}
-    assert compose_text(ref, tgt, (1,), rng, fits=lambda s: len(s) < 30) == ("a blue square on gray", True)
-    assert compose_text(ref, tgt, (1,), rng, fits=lambda s: True)[1] is False
-    assert parse_templates("0, 2") == (0, 2)
-    for bad in ("", "3", "x"):
-        with pytest.raises(ConfigError, match="templates"):
-            parse_templates(bad)
-
-
-def test_generated_fashioniq_triplets_have_two_texts_and_the_reference_category():
-    torch.manual_seed(0)
-    ids = [f"d{i}" for i in range(5)] + [f"s{i}" for i in range(5)]
-    cats = {i: "dress" if i.startswith("d") else "shirt" for i in ids}
-    captions = {i: [f"{i} one", f"{i} two"] for i in ids}
-    gen = generate("fashioniq", ids, cats, torch.randn(10, 4), captions, ["d0", "s1", "unknown"], low=0.2,
-                   high=0.6, templates=(0,), per_reference=2, max_triplets=3, seed=0)
-    assert len(gen.triplets) == 3 and gen.summary["references"] == 2
-    for t in gen.triplets:
-        assert t.reference in ("d0", "s1") and t.category == cats[t.reference]
-        assert t.captions == (f"{t.target} one instead of {t.reference} one",
-                              f"{t.target} two instead of {t.reference} two")
-        assert t.qid.startswith(f"{t.category}/spn-")
-
-
-# --------------------------------------------------------------------------- captioners
-
-def test_captioners(tmp_path, make_fashioniq):
-    data = load("shapes-cirr")
-    ids = sorted(data.image_paths)[:4]
-    a = caption_images("attributes", data, ids, n=2, seed=0)
-    assert set(a) == set(ids) and all(len(v) == 2 and v[0] != v[1] for v in a.values())
-    assert a == caption_images("attributes", data, ids, n=2, seed=0)  # deterministic
-    meta = json.loads((data.root / "metadata.json").read_text())[ids[0]]
-    assert all(o["shape"] in a[ids[0]][0] and o["color"] in a[ids[0]][0] for o in meta["objects"])
-
-    path = tmp_path / "caps.json"
-    path.write_text(json.dumps({"x": "a cat", "y": ["one", "two"], "other": "unused"}))
-    assert file_captions(path, ["x", "y", "z"], n=2) == {"x": ["a cat", "a cat"], "y": ["one", "two"]}
-    path.write_text(json.dumps({"x": 3}))
-    with pytest.raises(DataError, match="'x'"):
-        file_captions(path, ["x"])
-    with pytest.raises(ConfigError, match="captions="):
-        caption_images("file", data, ids)
-    with pytest.raises(ConfigError, match="unknown captioner"):
-        caption_images("llava", data, ids)
-    real_layout = load("fashioniq", make_fashioniq())
-    with pytest.raises(DataError, match="captioner=file"):
-        caption_images("attributes", real_layout, ["dress0"])
-
-
-# --------------------------------------------------------------------------- bank and its loss
-
-def test_bank_loss_matches_a_hand_computed_example():
-    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
-    labels = torch.tensor([2, 1])
-    tau = 0.5
-    # query 0: sims (1, 0, 0.6), positive 0.6; query 1: sims (0, 1, 0.8), positive 1
-    l0 = -(0.6 / tau) + math.log(math.exp(1 / tau) + math.exp(0) + math.exp(0.6 / tau))
-    l1 = -(1 / tau) + math.log(math.exp(0) + math.exp(1 / tau) + math.exp(0.8 / tau))
-    assert bank_info_nce(q, bank, labels, tau).item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
-
-    # neg_num sampled negatives: the positive is never drawn as its own negative. With every other
-    # row identical, the loss is known whichever rows are drawn.
-    bank = torch.tensor([[0.0, 1.0]] * 6 + [[1.0, 0.0]])
-    q, labels = torch.tensor([[1.0, 0.0]]), torch.tensor([6])
-    for k in (1, 3, 5):
-        want = -(1 / tau) + math.log(math.exp(1 / tau) + k * math.exp(0.0))
-        for _ in range(5):
-            assert bank_info_nce(q, bank, labels, tau, neg_num=k).item() == pytest.approx(want, rel=1e-6)
-
+# --------------------------------------------------------------------------- the static bank
 
 @dataclass
 class _Toy:
