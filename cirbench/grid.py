@@ -51,7 +51,7 @@ def default_spec() -> Dict[str, Any]:
 
 
 def _default(key: str, fallback: Any = None):
-    return lambda: copy.deepcopy(_defaults().get(key, fallback))
+    return lambda: default_spec().get(key, fallback)
 
 
 @dataclass

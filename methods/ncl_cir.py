@@ -1,81 +1,40 @@
 """NCL-CIR: Noise-aware Contrastive Learning for CIR (ICASSP 2025, arXiv 2504.04339).
 
-Two blocks over token-level CLIP features, trained with a soft-label NCE loss:
+The paper: mismatched triplets used as positives make the model overfit. A Weight Compensation Block (WCB)
+multiplies CLIP's token sequences (text: start, words, end; image: global token, then patches) element-wise by
+"diverse" weight maps (``T* = T ⊗ Att``: Att_mod, Att_ref, Att_tar); a Noise-pair Filter Block (NFB) fits a
+Gaussian mixture on per-sample losses, giving the soft labels of a soft-label NCE loss.
 
-* **Weight Compensation Block (WCB)**. Each token sequence — the modification text's word
-  tokens (start, words, end; padding masked), the reference's and the target's image tokens
-  (global token first, then patches) — is multiplied element-wise by learned weight maps,
-  ``T* = T ⊗ Att``, and pooled. The pooled tokens compensate the global embedding:
-  ``e = g + W·mean_k(Σ_l Att_k,l T_l)``. Query = CLIP4Cir Combiner over the
-  compensated reference and text embeddings; target = the compensated target embedding.
-* **Noise-pair Filter Block (NFB)**. After ``warmup`` epochs of plain training, before every
-  epoch: each training triplet's loss in eval mode (first caption); a two-component Gaussian
-  mixture over those losses, and the posterior of its low-loss (clean) component is the triplet's
-  clean probability = its soft label. How the mixture is fitted: see ``filter_fit`` below.
-* **Soft-label NCE** (``cirbench.losses.soft_label_nce``): row i's InfoNCE term weighted by its
-  soft label; exactly InfoNCE when every label is 1.
+Where the paper is silent, cirbench chose (measured: benchmarks/results/ncl_cir_noise.md, "Design measurements"):
 
-What the paper leaves open, and what this module chose:
-
-* Weight maps: ``heads`` (K=4) maps per sequence, each a softmax over the tokens of scores from a
-  small MLP (LayerNorm → Linear → GELU → Linear to K); one scalar weight per token broadcast over
-  channels (the ⊗ of the paper, with the map shared across channels so that it reads as "which
-  words / patches matter"). Separate maps for text, reference and target (Att_mod, Att_ref,
-  Att_tar, as the paper writes them). "Diverse": a penalty on the squared cosine similarity between
-  every two maps of a sequence (weight ``diversity``), so the K maps attend to different tokens
-  (the structured self-attention penalty, off-diagonal only). "Compensation": the K pooled vectors
-  are averaged, passed through dropout (``map_dropout`` 0.5, as the Combiner's) and a
-  zero-initialised linear layer, and *added* to the global embedding, so training starts exactly
-  from the global features and the maps only add what the global token misses. Averaging rather
-  than concatenating (K·d → d) on purpose: with concatenation the WCB overfitted the training
-  triplets (lower training loss, worse validation); on clean shapes-fashioniq with the filter off,
-  seed 0, avg R@10 was 42.5 with K=4 concatenated, 48.6 with K=2, 52.0 with K=1, and 53.3 with
-  K=4 averaged + dropout (clip4cir: 54.9).
-* Composition: the CLIP4Cir Combiner (``cirbench_methods.combiner``, same widths and
-  dropout), so that NCL-CIR differs from the ``clip4cir`` control only by WCB, NFB and the loss.
-  The backbone stays frozen (as for every cirbench method); AdamW, lr 1e-3, temperature 0.01.
-* Filter loss (``filter_loss=ref``, the default): the per-sample InfoNCE of each query against
-  *every distinct training target* (not the in-batch targets, so a triplet's loss does not depend on
-  which batch it fell in) plus the triplet's own reference image as one more negative, meant to ask
-  "does the text explain how the target differs from the reference?". ``filter_loss=targets`` leaves
-  the reference out (the plain NCR/DivideMix reading). Measured on the shapes benchmark (seed 0) the
-  two give the same detection (text-noise AUROC 0.59 both) and retrieval within 0.4 points; ``ref``
-  stays the default because every reported run used it.
-* Text check (``text_check``, on by default; not in the paper). Loss-based filters are blind to
-  text noise: a triplet whose text was shuffled keeps a target that is a small edit of its
-  reference, the composed query leans on the reference, and its loss stays low (measured: AUROC
-  0.57-0.59 for shuffled texts, 0.97-0.98 for shuffled references / targets). The check fits a second
-  mixture on a per-sample loss that looks at the text alone — the frozen backbone's text-to-target
-  InfoNCE over the same target pool (a modification text names what the target shows: "is now red",
-  "add a star") — and a triplet's clean probability is the product of both posteriors (clean = the
-  composition fits *and* the text fits the target). Frozen features on purpose: training an extra
-  text-to-target loss through the WCB (tried, weight 0.5 / 0.2) detected text noise as well but cost
-  retrieval, because it pulls the text embedding the Combiner uses towards the target's. Edit
-  directions did worse than the plain text-to-target loss as the text signal (frozen features,
-  mixed 0.5, text-noise AUROC: cos(t, g) − cos(t, r) 0.57-0.64, cos(t, g − r) 0.57-0.62,
-  InfoNCE of t over (pool − r) 0.73-0.74, against 0.76-0.83 for the text-to-target InfoNCE).
-* Mixture fit (``filter_fit``). ``gmm`` is the NCR/DivideMix reading: losses min-max normalised,
-  sklearn GaussianMixture(2, max_iter=10, tol=1e-2, reg_covar=5e-4, random_state=0), both
-  components free. On clean data it still splits the long right tail of the loss distribution off
-  as "noise" — 20-26 % of clean triplets rejected on the shapes benchmark, and with the text check
-  about half — which are the hardest, most informative triplets: clean shapes-fashioniq fell from
-  53.3 (filter off) to 43.1 avg R@10. No shape statistic of the free fit (separation, ΔBIC, skew,
-  component weight) told clean data from noisy data. ``anchored`` (the default, our choice) fixes
-  the *noisy* component instead of fitting it: its mean and variance are those of *null* losses, the
-  same queries scored against a random other target of the pool — what the loss of a mismatched
-  pair looks like for the model as it is now; EM fits only the clean component and the mixing
-  weight (``anchored_clean_probability``). Hard clean triplets stay far below the null losses, so
-  on clean data it keeps 96-98 % (query check) of the triplets, while under noise it rejects about
-  as much as the free fit (seed 0, mixed 0.5: AUROC 0.88 on both layouts, as with ``gmm``;
-  clean shapes-fashioniq 49.8 instead of 43.1). The text check gets its own anchored fit, with
-  null losses of the text against random targets.
-* Both fits use the annotated triplets only;
-  triplets a wrapper generated (``TrainingSet.generated``) get probability 1. Refitted before every
-  epoch after ``warmup`` (default 2 of 10 epochs; one epoch is too early for the model to fit the
-  clean majority, later epochs let it memorise the noise). A degenerate loss distribution (all
-  equal, or fewer than 2 triplets) gives probability 1 everywhere.
-* Soft labels = clean probabilities as they are (no threshold, no sharpening); the loss is
-  normalised by the batch size, so a batch the filter believes is noisy moves the model less.
+* Weight maps: ``heads`` (K=4) per sequence (text, reference, target: each its own), each a token softmax of a
+  small MLP's scores (LayerNorm → Linear → GELU → Linear to K; padding masked), one scalar per token for all
+  channels: "which words / patches matter". "Diverse": a penalty (weight ``diversity``) on the squared cosine
+  between every two maps of a sequence, so they attend to different tokens.
+* Compensation: ``e = g + W·dropout(mean_k Σ_l Att_k,l T_l)``, ``W`` zero-initialised, ``map_dropout`` 0.5, so
+  training starts from the global features; maps averaged, not concatenated (K·d → d): concatenation overfitted.
+* Composition: the CLIP4Cir Combiner (``cirbench_methods.combiner``) over the compensated reference and text;
+  target = the compensated target. So NCL-CIR differs from ``clip4cir`` only by WCB, NFB and loss. Frozen backbone
+  (as for every cirbench method); AdamW, ``lr`` 1e-3, ``temperature`` 0.01.
+* Filter loss (``filter``, on): eval mode, first caption, each query's InfoNCE against every distinct training
+  target (independent of batching); ``filter_loss=ref`` (default) adds the triplet's own reference as a negative
+  ("does the text explain the change?"), ``targets`` is the NCR/DivideMix reading. They measured alike; ``ref``
+  stays because every reported run used it.
+* Mixture fit (``filter_fit``): ``gmm`` is NCR/DivideMix (min-max normalised, GaussianMixture(2, max_iter=10,
+  tol=1e-2, reg_covar=5e-4, random_state=0), clean = lower-mean posterior); on clean data it still splits off the
+  long loss tail, the hardest, most useful clean triplets, and no statistic of the free fit told clean from noisy
+  data. ``anchored`` (default) fixes the noisy component to the mean / variance of *null* losses (each query
+  against a random other target) and EM fits only the clean one and the weight (``anchored_clean_probability``):
+  hard clean triplets stay far below null losses; under noise it rejects about as much as ``gmm``.
+* Text check (``text_check``, on; not in the paper): the composed query leans on the reference, so a shuffled text
+  keeps a low loss and loss-based filters miss it. A second anchored fit on the frozen backbone's text-to-target
+  InfoNCE (null: texts against random targets) looks at the text alone; clean probability = product of both
+  posteriors. Frozen, as training that loss through the WCB cost retrieval; edit-direction signals did worse.
+* Fits use annotated triplets only (generated ones, ``TrainingSet.generated``, and degenerate loss distributions
+  get probability 1), refitted before every epoch after ``warmup`` plain epochs (default 2 of 10: one is too
+  early to fit the clean majority, later the model memorises the noise).
+* Soft-label NCE (``cirbench.losses.soft_label_nce``): row i's InfoNCE times its clean probability as it is (no
+  threshold or sharpening), over the batch size: a batch believed noisy moves the model less; InfoNCE if all are 1.
 """
 from __future__ import annotations
 

@@ -43,6 +43,13 @@ def write_json(path: Path, value) -> Path:
     return path
 
 
+def edit_json(path: Path, change) -> Path:
+    """Rewrite the JSON file ``path`` after ``change(value)`` edited its value in place."""
+    value = json.loads(path.read_text())
+    change(value)
+    return write_json(path, value)
+
+
 # Tiny FashionIQ, per category <c>: images <c>0..<c>12.
 #   train: 3 triplets (<c>0-><c>1, <c>2-><c>3, <c>4-><c>5), gallery <c>0..<c>5
 #   val:   2 triplets (<c>6-><c>7, <c>8-><c>9),             gallery <c>6..<c>9

@@ -72,3 +72,29 @@ def test_a_third_party_package_adds_a_method_through_the_entry_point_group(tmp_p
     assert "plugin-demo" in list_methods()
     cls = get_method("plugin-demo")
     assert cls.__name__ == "PluginMethod" and cls.name == "plugin-demo"
+
+
+def test_the_readme_snippet_is_a_working_method(monkeypatch):
+    """The "Adding a method" example of the README runs as written: it registers, builds and trains."""
+    import re
+    from pathlib import Path
+
+    import torch
+
+    from cirbench import registry
+    from cirbench.types import Batch, Features
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Adding a method"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    exec(compile(code, "README.md", "exec"), {})
+    cls = get_method("my-method")
+    model = cls(Dims(embed=8), cls.make_hparams())
+    torch.manual_seed(0)
+    feats = Features(torch.randn(4, 8))
+    assert model.compose(feats, feats).shape == (4, 8)
+    batch = Batch(torch.arange(4), feats, Features(torch.randn(4, 8)), Features(torch.randn(4, 8)), torch.arange(4))
+    loss = model.loss(batch, None)
+    loss.backward()
+    assert loss.item() > 0 and model.mix.weight.grad.abs().sum() > 0

@@ -171,11 +171,16 @@ def load_cirr(root: PathLike, splits: Union[str, Sequence[str]] = ("train", "val
 # --------------------------------------------------------------------------- annotations
 
 
-def _fashioniq_triplets(path: Path, cat: str, needs_target: bool) -> List[Triplet]:
-    entries = _read_json(path, FASHIONIQ_LAYOUT)
+def _read_entries(path: Path, layout_help: str, fields: str) -> list:
+    """The list of annotation entries in ``path`` (each with ``fields``, named in the error)."""
+    entries = _read_json(path, layout_help)
     if not isinstance(entries, list):
-        raise DataError(f"{path} should hold a list of {{candidate, target, captions}} entries, "
-                        f"not a {type(entries).__name__}")
+        raise DataError(f"{path} should hold a list of {{{fields}}} entries, not a {type(entries).__name__}")
+    return entries
+
+
+def _fashioniq_triplets(path: Path, cat: str, needs_target: bool) -> List[Triplet]:
+    entries = _read_entries(path, FASHIONIQ_LAYOUT, "candidate, target, captions")
     out = []
     for i, e in enumerate(entries):
         ref = _get(e, "candidate", path, i)
@@ -188,10 +193,7 @@ def _fashioniq_triplets(path: Path, cat: str, needs_target: bool) -> List[Triple
 
 
 def _cirr_triplets(path: Path, needs_target: bool) -> List[Triplet]:
-    entries = _read_json(path, CIRR_LAYOUT)
-    if not isinstance(entries, list):
-        raise DataError(f"{path} should hold a list of {{pairid, reference, target_hard, caption, "
-                        f"img_set}} entries, not a {type(entries).__name__}")
+    entries = _read_entries(path, CIRR_LAYOUT, "pairid, reference, target_hard, caption, img_set")
     out = []
     for i, e in enumerate(entries):
         pairid = _get(e, "pairid", path, i, (int, str))

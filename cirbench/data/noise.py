@@ -95,10 +95,6 @@ class NoiseResult:
     types: List[Optional[str]]
     manifest: dict
 
-    @property
-    def realised_rate(self) -> float:
-        return float(self.is_noisy.mean()) if len(self.is_noisy) else 0.0
-
 
 def inject_noise(triplets: Sequence[Triplet], rate: float, kind: str = "mixed",
                  seed: int = 0) -> NoiseResult:

@@ -99,6 +99,21 @@ def _check_keys(rankings: Mapping[str, object], triplets: Sequence[Triplet], sou
                                                   " (--allow-missing scores only the queries given)"))
 
 
+def _ranked_lists(rankings: Mapping[str, object], triplets: Sequence[Triplet], source: str, allow_missing: bool,
+                  noun: str, ignore: Sequence[str] = ()):
+    """``(triplet, list, where)`` for each triplet ``rankings`` ranks, after the checks every ranking
+    file shares: no unknown or (unless allowed) missing query ids, and each value a list of strings."""
+    _check_keys(rankings, triplets, source, allow_missing, ignore)
+    for t in triplets:
+        if t.qid not in rankings:
+            continue
+        ranked = rankings[t.qid]
+        where = f"{source}, query {t.qid!r}"
+        if not isinstance(ranked, list) or not all(isinstance(x, str) for x in ranked):
+            raise DataError(f"{where}: expected a list of image {noun} (strings), got {_describe(ranked)}")
+        yield t, ranked, where
+
+
 def check_rankings(rankings: Mapping[str, object], triplets: Sequence[Triplet], gallery: Mapping[str, Sequence[str]],
                    source: str, *, depth: int = RANKING_DEPTH, exact: bool = False,
                    allow_missing: bool = False, ignore: Sequence[str] = ()) -> Dict[str, List[str]]:
@@ -108,16 +123,9 @@ def check_rankings(rankings: Mapping[str, object], triplets: Sequence[Triplet], 
     metrics need (``exact``: lists must hold exactly that many, as the test server wants).
     Keys in ``ignore`` (e.g. another FashionIQ category's queries) are skipped.
     """
-    _check_keys(rankings, triplets, source, allow_missing, ignore)
     members = {cat: set(ids) for cat, ids in gallery.items()}
     out: Dict[str, List[str]] = {}
-    for t in triplets:
-        if t.qid not in rankings:
-            continue
-        ranked = rankings[t.qid]
-        where = f"{source}, query {t.qid!r}"
-        if not isinstance(ranked, list) or not all(isinstance(x, str) for x in ranked):
-            raise DataError(f"{where}: expected a list of image ids (strings), got {_describe(ranked)}")
+    for t, ranked, where in _ranked_lists(rankings, triplets, source, allow_missing, "ids", ignore):
         if len(set(ranked)) != len(ranked):
             dup = sorted({x for x in ranked if ranked.count(x) > 1})
             raise DataError(f"{where}: image id(s) listed twice: {_example(dup)} (each id at most once)")
@@ -146,15 +154,8 @@ def check_subset_rankings(rankings: Mapping[str, object], triplets: Sequence[Tri
                           exact: bool = False, allow_missing: bool = False) -> Dict[str, List[str]]:
     """Validate CIRR subset rankings: distinct ``img_set`` members, reference excluded, top 3."""
     subset = {t.qid: [m for m in t.members if m != t.reference] for t in triplets}
-    _check_keys(rankings, triplets, source, allow_missing)
     out: Dict[str, List[str]] = {}
-    for t in triplets:
-        if t.qid not in rankings:
-            continue
-        ranked = rankings[t.qid]
-        where = f"{source}, query {t.qid!r}"
-        if not isinstance(ranked, list) or not all(isinstance(x, str) for x in ranked):
-            raise DataError(f"{where}: expected a list of image names (strings), got {_describe(ranked)}")
+    for t, ranked, where in _ranked_lists(rankings, triplets, source, allow_missing, "names"):
         if len(set(ranked)) != len(ranked):
             raise DataError(f"{where}: image name(s) listed twice in the subset ranking")
         outside = [x for x in ranked if x not in subset[t.qid]]

@@ -1,82 +1,40 @@
 """DQE-CIR: distinctive query embeddings (arXiv 2603.04037) over frozen backbone features.
 
-The paper (no public code): plain contrastive training, one positive against everything
-else, suppresses related images and lets different edit intents collapse together. DQE-CIR
-answers with (1) learnable attribute weights — colour and shape sub-queries beside the global
-query, weighted by learnable weights conditioned on the modification text and summed into the
-final query — and (2) target-relative negative sampling — candidates scored relative to the
-target (a Δ-score), one negative per query drawn from a mid-zone that excludes easy negatives
-and likely false negatives, refreshed at intervals — trained with a pairwise objective plus a
-KL term, and attribute-specific margin losses on the sub-queries.
+The paper (no public code): one-positive contrastive training suppresses related images and collapses different
+edit intents. DQE-CIR adds colour and shape sub-queries beside the global query, combined by learnable weights
+conditioned on the text, and target-relative negatives: candidates scored against the target (a Δ-score), one per
+query from a mid-zone (hand-set bounds) without easy or likely false negatives, refreshed at intervals; trained with
+a pairwise objective, a KL term and attribute-specific margin losses.
 
-What this module builds, and the choices the paper leaves open (marked *choice*):
+Where the paper is silent, cirbench chose (measured: benchmarks/results/dqe_cir_ablation.md, "Design measurements"):
 
-Queries
-    *Global query* ``q_g``: the CLIP4Cir Combiner (``cirbench_methods.combiner``) over the
-    normalised reference and text embeddings — *choice*: the paper composes with BLIP-2; cirbench
-    keeps every method on the same frozen features, and the shared Combiner makes the ablation
-    against ``clip4cir`` differ only in DQE-CIR's own parts.
-    *Attribute sub-queries* ``q_color``, ``q_shape``: each ``normalise(reference + head_a(z))``, a
-    residual edit of the reference predicted by its own MLP head from the Combiner's projected
-    text/image features ``z`` — *choice*: an attribute edit changes the reference along one
-    attribute, so each head predicts only that change; the margin losses below make the heads
-    attribute-specific.
-    *Attribute weights* ``w = softmax(G([text, log1p(counts)]) + β ⊙ [0, r_color, r_shape])`` over
-    (global, colour, shape); final query ``q = Σ w_a q_a``. ``counts`` are the text's colour and
-    shape words (values and cues, :mod:`.attributes`, read from the raw text through the
-    ``text_side_features`` hook, never from dataset metadata); ``r_a`` is attribute a's share of
-    them. *Choice*: the learned gate ``G`` (zero-initialised last layer) sees the frozen text
-    embedding and the counts; the learnable per-attribute scale ``β`` (init ``attribute_prior``)
-    starts the weights from the wording, so a colour text leans on the colour sub-query from the
-    first step and training can re-weigh it. Only attribute *classes* are counted, not which
-    colour: the value itself comes from the text embedding, as for every other method.
-
-Target-relative negatives
-    *Δ-score* (*choice*, the paper's "relative to the target"): ``Δ_j = (s(q, t) − s(q, c_j)) / σ_q``,
-    cosine similarities under the current model, in units of ``σ_q``, the spread (std) of the
-    query's similarities over all candidates — how far candidate ``j`` trails the target within
-    the query's own similarity distribution. Standardising makes hand-set bounds carry over
-    between backbones and training stages (raw cosine gaps of the tiny backbone are ~10× smaller
-    than a pretrained CLIP's, and they widen as training goes on). ``Δ ≤ delta_low``: the
-    candidate scores about as high as the target or higher, a likely false negative (or a noisy
-    label); ``Δ ≥ delta_high``: an easy negative. The *mid-zone* is ``delta_low < Δ < delta_high``;
-    one candidate is drawn uniformly from it per query. Candidates are the training images
-    (references and targets of the training triplets; never a validation image), never the
-    query's target or reference. A query whose mid-zone is empty gets no negative that round
-    (its pairwise, KL and margin terms are masked; InfoNCE still applies); the share of queries
-    with one is logged as ``midzone_coverage``, the mean zone size as ``midzone_size``.
-    *Bounds* (*choice*, "hand-set" in the paper): ``delta_low = 0.05``, ``delta_high = 0.5``. Measured
-    on shapes-cirr with a trained model (1,362 training images): the query's img_set neighbours
-    sit at Δ ≈ −0.5…0.2, the 10th-nearest candidate at Δ ≈ 0.04, the 50th at 0.7, the median
-    candidate at 1.8; the zone holds ~20 candidates per query (ranks ~10–35): close enough to be
-    informative, leaving out the handful that tie with or beat the target. Other data may need
-    other bounds, as the paper says: ``--set dqe-cir.delta_low=…``.
-    *Refresh* every ``refresh_every = 2`` epochs in ``on_epoch_start`` (epoch 0 included) with
-    the model in eval mode — *choice*: cirbench trains 10 epochs, so five refreshes follow the
-    moving embedding space (QuRe, a related method, redefines its negatives every 6 of its
-    longer schedule). The current negatives are part of the method's state (``get_extra_state``),
-    so a resumed run uses the same ones.
-
-Objective (weights *choice*)
-    ``InfoNCE(q, in-batch targets)`` — *choice*: kept as the base alignment term (the global
-    ranking still needs it; DQE-CIR adds to the base model's objective)
-    ``+ pair_weight · pairwise + kl_weight · KL`` (``cirbench.losses.pairwise_kl``): pairwise is
-    ``−log σ((s⁺ − s⁻)/τ_p)``; the KL term aligns the query's two-way distribution over (target,
-    negative) with the target's own, ``softmax([1, t·n]/τ_p)``, so a related mid-zone negative keeps
-    part of the mass instead of being pushed to zero (the paper's "relevance suppression").
-    ``τ_p = pair_temperature = 0.05``: at the default τ = 0.01 the teacher would be one-hot for every
-    negative below cosine 0.95.
-    ``+ margin_weight · Σ_a mean_i r_a,i · max(0, m_a − (q_a·t − q_a·n))``: each attribute sub-query
-    must prefer the target to the mid-zone negative by its margin, weighted by how much the text
-    is about that attribute. Margins 0.05 in cosine units: above the raw gap between a
-    target and its mid-zone candidates on the shapes data (~0.005–0.05), so the hinge stays
-    active until a sub-query separates them clearly;
-    ``pair_weight = 1``, ``kl_weight = 0.5``, ``margin_weight = 0.5`` keep InfoNCE the largest term.
-
-Ablations (``dqe-cir:no-attr``, ``dqe-cir:no-midzone``; hyper-parameter ``ablation``): ``no-attr``
-drops the sub-queries, weights and margin losses (the final query is ``q_g``); ``no-midzone``
-draws each negative uniformly from all candidates except target and reference (bounds ignored),
-same losses and refresh schedule.
+* Global query ``q_g``: the CLIP4Cir Combiner (``cirbench_methods.combiner``) over the normalised reference and
+  text, not BLIP-2: all methods share the frozen features, so the ablation against ``clip4cir`` isolates DQE-CIR.
+* Sub-queries ``q_color``, ``q_shape`` = ``normalise(reference + head_a(z))``, ``head_a`` an MLP (hidden width
+  ``head_ratio`` × d) on the Combiner's projected ``z``: an attribute edit moves the reference along one attribute,
+  so each head predicts only that change; the margin losses make it attribute-specific.
+* Weights ``w = softmax(G([text, log1p(counts)]) + β ⊙ [0, r_color, r_shape])`` over (global, colour, shape),
+  ``q = Σ w_a q_a``; ``counts``: colour / shape words of the raw text (:mod:`.attributes`, via ``text_side_features``,
+  never metadata), ``r_a`` their shares. ``G`` starts at zero, β at ``attribute_prior``: the wording sets the weights
+  from step one, training re-weighs them. Only *classes* are counted; which colour comes from the text embedding.
+* Δ-score ``Δ_j = (s(q, t) − s(q, c_j)) / σ_q`` (current model's cosines; σ_q their std over all candidates):
+  standardised so hand-set bounds carry over between backbones and training stages, whose raw gaps differ in scale.
+  Candidates: training references and targets except the query's own. Mid-zone ``delta_low < Δ < delta_high``
+  (0.05 / 0.5; lower: ties with or beats the target, a likely false negative or noisy label; higher: easy), one
+  drawn uniformly; an empty zone masks only that query's pairwise, KL and margin terms (``midzone_coverage``,
+  ``midzone_size`` logged). Bounds from one shapes-cirr measurement; other data: ``--set dqe-cir.delta_low=…``.
+* Refresh every ``refresh_every`` = 2 epochs in ``on_epoch_start`` (eval mode, epoch 0 included): five refreshes in
+  10 epochs follow the moving space (QuRe, a related method: every 6 epochs). The negatives are part of
+  ``get_extra_state``, so a resumed run keeps them.
+* Loss (weights ``pair_weight`` 1, ``kl_weight`` 0.5, ``margin_weight`` 0.5 keep InfoNCE the largest term): InfoNCE
+  over in-batch targets (kept: the global ranking needs it) + pairwise ``−log σ((s⁺ − s⁻)/τ_p)`` + KL from the
+  query's (target, negative) distribution to the target's own, ``softmax([1, t·n]/τ_p)``, so a related negative
+  keeps some mass (against "relevance suppression"; both in ``cirbench.losses.pairwise_kl``) + text-weighted
+  margins ``Σ_a mean_i r_a,i · max(0, m_a − (q_a·t − q_a·n))``. ``pair_temperature`` τ_p = 0.05: at the default
+  ``temperature`` 0.01 the teacher is one-hot below cosine 0.95. ``margin_color`` = ``margin_shape`` = 0.05: above
+  the raw target / mid-zone gap, so the hinge stays active until a sub-query separates them.
+* ``ablation`` (``dqe-cir:no-attr``, ``dqe-cir:no-midzone``): ``no-attr`` drops sub-queries, weights and margins
+  (``q = q_g``); ``no-midzone`` draws the negative uniformly from all candidates, bounds ignored, same schedule.
 """
 from __future__ import annotations
 

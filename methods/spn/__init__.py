@@ -1,55 +1,43 @@
-"""SPN (Feng et al., ACM MM 2024, arXiv 2404.11317): scaling positives and negatives for CIR, as a
-plug-in over any base method (``spn:clip4cir``, ``spn:ncl-cir``, ...). It leaves the base's
-architecture alone and adds two parts that stack:
+"""SPN (Feng et al., ACM MM 2024, arXiv 2404.11317): scaling positives and negatives for CIR, a plug-in over any base
+method (``spn:clip4cir``, ``spn:ncl-cir``, ...) that leaves its architecture alone. The paper's two parts stack:
 
-* **Scaling positives** — new training triplets from unlabelled image pairs
-  (``Method.extra_triplets``; :mod:`.positives`). Caption every training image
-  (:mod:`.captioners`: ``attributes`` describes a shapes image from its metadata, standing
-  in for the paper's LLaVA; ``file`` reads captions made offline), pair each reference with a target
-  drawn uniformly from a rank window of image-image similarity (frozen backbone embeddings), and
-  write the modification text from templates: "{tgt} instead of {ref}", "Unlike {ref}, I want
-  {tgt}", "{tgt}". Generated triplets are appended after the annotated ones: never noised, never
-  evaluated; they are written in the dataset's official JSON layout to ``<run>/spn_positives/``.
-* **Scaling negatives** — a second stage after the base's own training (``Method.stages``): the
-  stage-1 model encodes every unique training image (references and targets, generated ones
-  included) once through its target side into a static, L2-normalised bank; the image side is
-  frozen and the query side trains with InfoNCE against the whole bank, label = the target's row
-  in the bank (``cirbench.losses.bank_info_nce``), or against ``neg_num`` sampled negatives.
+* **Scaling positives**: caption every training image (LLaVA); for each reference, draw a target uniformly from a
+  rank window of image-only similarity (CLIP base: ranks 10,000-20,000 of FashionIQ's 45,429 training images,
+  10,000-15,000 of CIRR's 16,939); modification text from templates over the two captions ("{tgt} instead of
+  {ref}", "Unlike {ref}, I want {tgt}", "{tgt}"; one drawn per step); optionally subsample K; append.
+* **Scaling negatives**: a second stage after the base's training: freeze the image side, encode every unique
+  training image once into a static, L2-normalised bank, train the query side with cross-entropy against the whole
+  bank (label = the target's row) or ``neg_num`` sampled negatives (CLIP base: 3 epochs, lr 2e-5, tau 0.02, batch
+  256); best checkpoint on validation.
 
-``spn:<base>`` wraps ``<base>`` with both parts; ``spn:<base>+positives`` / ``spn:<base>+negatives``
-switch on one (the same as ``positives=false`` / ``negatives=false``), so the ablation base /
-+positives / +negatives / +both is one grid with distinct row names. Hyper-parameters
-``base_<name>`` (or a ``base_hparams`` mapping in a spec file) go to the base method.
+What cirbench chose, and why:
 
-Paper settings (CLIP base) and how they carry over:
-
-* Rank windows 10,000-20,000 of FashionIQ's 45,429 training images and 10,000-15,000 of CIRR's
-  16,939: kept as fractions of the pool (0.22-0.44 and 0.59-0.89), so they scale with small data
-  (``window_low`` / ``window_high``; values of 1 and above are absolute ranks). One target per reference
-  (``per_reference``), no subsampling (``max_generated`` = K, 0 = all); FashionIQ pairs only
-  images that are references in the annotated set, CIRR every image (``references``: annotated /
-  all); templates "{tgt}" on FashionIQ, the first two on CIRR (``templates``: indices).
-* The pool is the whole train split (FashionIQ: all three categories together, as in the paper);
-  a FashionIQ triplet takes its reference's category. FashionIQ triplets need two texts: two
-  caption phrasings of each image, one text each (with its own template draw), like two
-  annotators. The paper draws a template per training step; cirbench fixes one per text at
-  generation (the same distribution over the set). A text longer than the text encoder's context
-  falls back to the target caption (the SPN code's rule). The generated set depends on
-  ``gen_seed``, not on the training seed: seeds measure training variance, as for annotated data.
-* Stage 2 (CLIP: 3 epochs, lr 2e-5, tau 0.02, batch 256): 3 epochs (``stage2_epochs``), tau 0.02
-  (``temperature``), the run's batch size. Its lr (``lr``) is 1e-4: the paper fine-tunes a
-  pretrained text encoder at 2e-5, cirbench's query side is the base's small head trained at 1e-3
-  in stage 1, so stage 2 fine-tunes it at a tenth of that. Stage 1 keeps the base's lr and its
-  weight decay (``weight_decay`` -1 = the base's, used for both stages).
-* "Image side" = every base parameter the base's ``embed_target`` depends on (found by autograd on
-  a probe batch): frozen in stage 2, since the bank is static; the rest (``compose``'s parameters)
-  trains. For clip4cir the target side has no parameters and stage 2 tunes the Combiner (the paper
-  tunes CLIP's text encoder; cirbench keeps every backbone frozen).
-* Left open by the paper, chosen here: positives join every stage (stage 1 and 2 train on the same
-  set; the released code adds them in stage 2 only), so +positives alone is a meaningful row. The
-  bank holds the training set's images; it is rebuilt after a resume (the target side is frozen,
-  so it is the same bank). Stage 2 uses the plain bank InfoNCE even over a noise-aware base (its
-  clean probabilities do not weight stage 2). Best epoch over both stages on validation.
+* Names: ``spn:<base>`` = both parts, ``spn:<base>+positives`` / ``+negatives`` = one (``negatives=false`` /
+  ``positives=false``): the ablation is one grid, distinct row names. ``base_<name>`` / ``base_hparams``: the base's.
+* Positives (``Method.extra_triplets``, :mod:`.positives`), paired by the frozen backbone's image embeddings;
+  captions (``captioner``, :mod:`.captioners`): ``attributes`` describes a shapes image from its metadata, in place
+  of LLaVA; ``file`` reads captions made offline (path in ``captions``).
+* Windows as fractions of the pool (0.22-0.44 FashionIQ, 0.59-0.89 CIRR), so they scale with small data
+  (``window_low`` / ``window_high``, -1 = the paper's; 1 and above are absolute ranks). Per dataset as for the
+  paper's CLIP base: one target per reference (``per_reference``), no subsampling (``max_generated`` = K, 0 = all),
+  references = images that are references in the annotated set on FashionIQ, every image on CIRR (``references``:
+  annotated / all / auto), template "{tgt}" on FashionIQ, the first two on CIRR (``templates``: indices / auto).
+* The pool is the whole train split (FashionIQ's three categories together, as in the paper); a FashionIQ triplet
+  takes its reference's category and gets two texts, from two caption phrasings, like two annotators. The paper
+  draws a template per step; cirbench fixes one per text at generation (same distribution over the set). A text
+  longer than the text encoder's context falls back to the target caption (the SPN code's rule).
+* Generated triplets depend on ``gen_seed``, not the training seed (seeds measure training variance); they come
+  after the annotated ones, never noised or evaluated, written in the official layout to ``<run>/spn_positives/``.
+  They join every stage (the released code: stage 2 only), so +positives alone is a meaningful row.
+* Stage 2 (``Method.stages``): ``stage2_epochs`` 3, ``temperature`` 0.02, the run's batch size, bank InfoNCE
+  (``cirbench.losses.bank_info_nce``; ``neg_num`` 0 = whole bank). ``lr`` 1e-4, not 2e-5: the paper fine-tunes a
+  pretrained text encoder; cirbench's query side is the base's small head, trained at 1e-3 in stage 1, so stage 2
+  uses a tenth. Stage 1 keeps the base's lr; ``weight_decay`` -1 = the base's, for both stages.
+* "Image side" = every base parameter the base's ``embed_target`` depends on (found by autograd on a probe batch),
+  frozen because the bank is static; ``compose``'s parameters train (clip4cir: the Combiner; the paper tunes CLIP's
+  text encoder, cirbench keeps backbones frozen). The bank (training images, generated ones included) is rebuilt
+  after a resume, identical as the target side is frozen. Stage 2 uses the plain bank InfoNCE even over a
+  noise-aware base (its clean probabilities do not weight it). Best epoch on validation over both stages.
 """
 from __future__ import annotations
 
@@ -158,9 +146,7 @@ class SPN(Method):
         self.bank: Optional[Tensor] = None  # static, not in state_dict: rebuilt (identically) after resume
         self.bank_rows: Optional[Tensor] = None
         self._bank_index: Optional[Tensor] = None
-        self.bank_builds = 0
         self._probe: Optional[Features] = None
-        self.generated_summary: Optional[dict] = None
 
     # -- the base method, unchanged ---------------------------------------------------------
     def compose(self, reference: Features, text: Features) -> Tensor:
@@ -206,7 +192,6 @@ class SPN(Method):
         self.bank_rows = rows
         self._bank_index = torch.full((len(train.images),), -1, dtype=torch.long, device=rows.device)
         self._bank_index[rows] = torch.arange(len(rows), device=rows.device)
-        self.bank_builds += 1
 
     def bank_loss(self, batch: Batch, ctx) -> Tensor:
         if self.bank is None:
@@ -278,7 +263,6 @@ class SPN(Method):
                        seed=hp.gen_seed, fits=_fits_context(run.backbone))
         gen.summary["captioner"] = hp.captioner
         write_official(layout, gen, run.run_dir / "spn_positives")
-        self.generated_summary = gen.summary
         log.info("spn: %d generated triplets (ranks %s of %d images; %d of %d texts fell back to the target "
                  "caption) -> %s", len(gen.triplets), gen.summary["rank_window"], gen.summary["pool"],
                  gen.summary["texts_fell_back_to_target"], gen.summary["texts"], run.run_dir / "spn_positives")

@@ -8,6 +8,7 @@ import pytest
 
 from cirbench.data.loaders import load_cirr, load_dataset, load_fashioniq
 from cirbench.errors import ConfigError, DataError
+from tests.helpers import edit_json
 
 
 def warnings_of(caplog):
@@ -181,28 +182,19 @@ def test_malformed_json(make_fashioniq):
 
 def test_missing_key(make_fashioniq, make_cirr):
     root = make_fashioniq()
-    path = root / "captions/cap.toptee.train.json"
-    entries = json.loads(path.read_text())
-    del entries[2]["captions"]
-    path.write_text(json.dumps(entries))
+    edit_json(root / "captions/cap.toptee.train.json", lambda entries: entries[2].pop("captions"))
     with pytest.raises(DataError, match=r"cap.toptee.train.json, entry 2: missing required key 'captions'"):
         load_fashioniq(root)
 
     root = make_cirr()
-    path = root / "captions/cap.rc2.val.json"
-    entries = json.loads(path.read_text())
-    del entries[1]["img_set"]["members"]
-    path.write_text(json.dumps(entries))
+    edit_json(root / "captions/cap.rc2.val.json", lambda entries: entries[1]["img_set"].pop("members"))
     with pytest.raises(DataError, match=r"cap.rc2.val.json, entry 1: missing required key 'img_set.members'"):
         load_cirr(root)
 
 
 def test_target_required_outside_test(make_fashioniq):
     root = make_fashioniq()
-    path = root / "captions/cap.dress.val.json"
-    entries = json.loads(path.read_text())
-    del entries[0]["target"]
-    path.write_text(json.dumps(entries))
+    edit_json(root / "captions/cap.dress.val.json", lambda entries: entries[0].pop("target"))
     with pytest.raises(DataError, match=r"entry 0: missing required key 'target'"):
         load_fashioniq(root)
 
