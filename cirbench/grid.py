@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import yaml
-
 from .data import datasets
 from .data.noise import NOISE_TYPES
 from .errors import ConfigError
+from .files import read_yaml
 from .paths import LEADERBOARDS_DIR
 from .registry import expand_methods
 from .runs import RunSpec
@@ -128,13 +127,7 @@ _NOISE_KEYS = {"type", "rates", "seed"}
 def load_spec(path: Path, key: Optional[str] = None) -> Dict[str, Any]:
     """Read a YAML spec into Grid keyword arguments, naming any unknown or malformed key; ``key``
     reads the spec under that key of the file (a leaderboard's ``grid``)."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"spec file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"spec file {path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, "spec file", ConfigError) or {}
     if key is not None:
         raw = raw.get(key) if isinstance(raw, dict) else None
     return spec_from_mapping(raw, f"spec file {path}" + (f", '{key}'" if key else ""))

@@ -6,7 +6,6 @@ and ``cirbench leaderboard run``).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import platform
 import subprocess
@@ -35,7 +34,6 @@ from .runs import RunDir, RunRecord, RunSpec
 from .training import TrainConfig, TrainingSet, Validation, fit
 from .types import Dims
 
-log = logging.getLogger("cirbench")
 TRAIN_VAL = ("train", "val")
 
 

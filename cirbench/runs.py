@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
 from .data import datasets
 from .errors import ConfigError, DataError
-from .files import write_json
+from .files import read_json, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from .eval.evaluation import EvalResult
@@ -153,11 +153,7 @@ class RunDir:
         if not self.config_file.is_file():
             raise DataError(f"{self.path} is not a run folder: no config.json (pass a folder such as "
                             "runs/shapes-cirr/clip4cir/clean/seed0)")
-        try:
-            config = json.loads(self.config_file.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{self.config_file} is not valid JSON: {e.msg}") from None
-        return RunSpec.from_config(config)
+        return RunSpec.from_config(read_json(self.config_file, "run config", DataError))
 
     def record(self) -> Optional[RunRecord]:
         """The finished run in this folder, or None (unfinished, or its files unreadable)."""

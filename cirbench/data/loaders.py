@@ -30,13 +30,13 @@ dropping triplets never renumbers the rest. ``require_images=False`` reads annot
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ..errors import ConfigError, DataError
+from ..files import read_json
 from .triplets import CIRR_CATEGORY, FASHIONIQ_CATEGORIES, CIRDataset, Split, Triplet
 
 log = logging.getLogger("cirbench")
@@ -233,18 +233,8 @@ def _read_id_list(path: Path) -> List[str]:
 
 def _read_json(path: Path, layout_help: str):
     """Parse a JSON file; DataError if it is missing (with the expected layout) or malformed."""
-    if not path.is_file():
-        raise DataError(f"missing annotation file {path.name}: expected it at {path}\n{layout_help}")
-    try:
-        with open(path, "rb") as f:
-            value = json.loads(f.read())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 JSON text") from None
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror}") from None
-    return value
+    return read_json(path, "annotation file", DataError,
+                     missing=f"missing annotation file {path.name}: expected it at {path}\n{layout_help}")
 
 
 def _check_splits(splits, valid: Tuple[str, ...], dataset: str) -> List[str]:

@@ -39,19 +39,17 @@ probability) can be scored against it.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..files import write_json
+from ..files import read_json, write_json
 from .loaders import load_dataset
 from .triplets import Triplet
 
@@ -154,17 +152,7 @@ def save_manifest(manifest: dict, path) -> None:
 
 def load_manifest(path) -> dict:
     """Read a manifest written by :func:`save_manifest`; DataError if missing or malformed."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            manifest = json.loads(f.read())
-    except FileNotFoundError:
-        raise DataError(f"noise manifest {path} does not exist") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"noise manifest {path} is not valid JSON: {e.msg} at line {e.lineno}, "
-                        f"column {e.colno}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read noise manifest {path}: {e}") from None
+    manifest = read_json(path, "noise manifest", DataError)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("triplets"), list):
         raise DataError(f"{path} is not a cirbench noise manifest (no 'triplets' list)")
     if manifest.get("version") != MANIFEST_VERSION:

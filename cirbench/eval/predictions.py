@@ -17,12 +17,11 @@ always, FashionIQ with ``exclude_reference``) is scored on what remains, with a 
 such lists (rejecting them would reject the usual "reference first" mistake instead of
 measuring it). Subset lists hold distinct members of the query's
 ``img_set`` (reference excluded) and at least ``min(3, members)`` of them. Scoring itself is
-:func:`cirbench.evaluation.score_fashioniq` / :func:`~cirbench.evaluation.score_cirr`, the
+:func:`cirbench.eval.evaluation.score_fashioniq` / :func:`~cirbench.eval.evaluation.score_cirr`, the
 functions runs use, so saved rankings re-score to a run's ``metrics.json`` exactly.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -30,6 +29,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 from ..data.loaders import load_cirr, load_fashioniq
 from ..data.triplets import CIRR_CATEGORY, FASHIONIQ_CATEGORIES, Split, Triplet
 from ..errors import ConfigError, DataError
+from ..files import read_json
 from .evaluation import CIRR_SUBSET_KS, RANKING_DEPTH, score_cirr, score_fashioniq
 
 CIRR_VERSION = "rc2"
@@ -41,8 +41,6 @@ HEADER_KEYS = ("version", "metric")
 def read_json_object(path: Path, what: str = "predictions") -> dict:
     """A JSON object from ``path``; repeated keys (a query listed twice) are an error."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} file {path} does not exist")
 
     def no_repeats(pairs):
         seen: Dict[str, object] = {}
@@ -52,12 +50,7 @@ def read_json_object(path: Path, what: str = "predictions") -> dict:
             seen[k] = v
         return seen
 
-    try:
-        value = json.loads(path.read_bytes(), object_pairs_hook=no_repeats)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 JSON text") from None
+    value = read_json(path, f"{what} file", DataError, object_pairs_hook=no_repeats)
     if not isinstance(value, dict):
         raise DataError(f"{path} should hold a JSON object {{query id: [ranked image ids]}}, "
                         f"not a {type(value).__name__}")

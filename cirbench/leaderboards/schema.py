@@ -10,7 +10,7 @@ A leaderboard file (``cirbench/leaderboards/<name>.yaml``, installed with the pa
     paper:                               # optional (shapes-noise has none)
       layout: fashioniq                  # the metric layout of the reported numbers
       split: val                         # the split the paper reports
-      columns: [Dress R@10, ...]         # headers of cirbench's tables (cirbench.tables.COLUMNS)
+      columns: [Dress R@10, ...]         # headers of cirbench's tables (cirbench.report.tables.COLUMNS)
       rows:
         - {method: CLIP4Cir, backbone: CLIP, values: [...], ours: clip4cir, noise: 0.2}
     notes: [...]
@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import yaml
-
 from ..data import datasets
 from ..data.noise import NOISE_TYPES
 from ..errors import ConfigError
+from ..files import read_yaml
 from ..grid import spec_from_mapping
 from ..paths import LEADERBOARDS_DIR
 from ..report.tables import COLUMNS
@@ -100,13 +99,7 @@ def load(name_or_path) -> Leaderboard:
     if text not in files and not (text.endswith((".yaml", ".yml")) or path.is_file()):
         raise ConfigError(f"unknown leaderboard {text!r}; available: {', '.join(files) or 'none'} "
                           "(`cirbench leaderboard list`), or give the path of a .yaml file")
-    if not path.is_file():
-        raise ConfigError(f"leaderboard file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"leaderboard {path.name} is not valid YAML: {exc}") from None
-    return parse(raw, path)
+    return parse(read_yaml(path, "leaderboard file", ConfigError), path)
 
 
 def _fail(where: str, msg: str):

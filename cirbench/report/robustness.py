@@ -1,8 +1,8 @@
 """The noise-robustness table: rows = methods, columns = noise rates, cells = the primary metric.
 
-Built on :func:`cirbench.tables.build_tables` (the same grouping and mean ± sample std over seeds
+Built on :func:`cirbench.report.tables.build_tables` (the same grouping and mean ± sample std over seeds
 as every other table); each cell is the primary metric of its layout (FashionIQ average R@10,
-CIRR Avg; :data:`cirbench.evaluation.PRIMARY_METRIC`).
+CIRR Avg; :data:`cirbench.eval.evaluation.PRIMARY_METRIC`).
 
 Decisions: one table per dataset table (dataset × backbone × protocol) and noise type, the
 clean column shared by all noise types; best and second best per column are ranked on the

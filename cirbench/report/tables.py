@@ -52,7 +52,7 @@ COLUMNS: Dict[str, List[Column]] = {
 }
 
 
-# Noise detection of a method's clean probabilities (cirbench.detection), from the final epoch's
+# Noise detection of a method's clean probabilities (cirbench.eval.detection), from the final epoch's
 # ``metrics.json["noise_detection"]``, values in [0, 1]; shown by `cirbench table --detection`.
 DETECTION_COLUMNS: List[Column] = [
     *(Column(h, ("noise_detection", k), scope="run") for h, k in (

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from cirbench.data.shapes import describe
 from cirbench.data.triplets import CIRDataset
 from cirbench.errors import ConfigError, DataError
+from cirbench.files import read_json
 
 Captions = Dict[str, List[str]]
 
@@ -53,12 +54,7 @@ def file_captions(path, ids: Sequence[str], n: int = 1) -> Captions:
         raise ConfigError("captioner=file needs the caption file: set captions=<JSON file mapping image id to a "
                           "caption or a list of captions> (e.g. --set spn.captions=llava_captions.json)")
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"caption file {path} does not exist")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"caption file {path} is not valid JSON ({exc})") from None
+    raw = read_json(path, "caption file", DataError)
     if not isinstance(raw, dict):
         raise DataError(f"caption file {path} must be a JSON object mapping image id to a caption "
                         "(or a list of captions)")

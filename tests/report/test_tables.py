@@ -67,7 +67,7 @@ def runs_dir(tmp_path):
     return root
 
 
-def test_collect_runs_skips_unfinished(runs_dir):
+def test_read_runs_skips_unfinished(runs_dir):
     runs = read_runs(runs_dir)
     assert len(runs) == 8
     assert len(runs.skipped) == 3 and all("ncl_cir/mixed-0.2" in str(d) for d in runs.skipped)
