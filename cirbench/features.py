@@ -3,6 +3,11 @@
 A cache entry is keyed by the backbone (architecture + weights), its preprocessing, whether
 tokens are kept, and the exact list of inputs (image ids with their files' size and mtime, or
 the texts), so a grid of runs encodes each image once. Entries are written atomically.
+The preprocessing enters the key as its ``repr`` (every torchvision step and
+:class:`~cirbench.backbones.preprocess.TargetPad` name their settings, so ``clip``,
+``targetpad:1.25`` and ``targetpad:1.5`` are three entries), with any memory address (``<function
+f at 0x...>``, a plain function among the steps) removed so that the key is the same in every
+process.
 Global features are stored in float32, token features in float16; what a run uses is always
 what the cache holds, so a cached and a fresh run compute the same numbers.
 """
@@ -12,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -29,6 +35,7 @@ from .types import Features
 
 log = logging.getLogger("cirbench")
 CACHE_VERSION = 1
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 @dataclass
@@ -53,6 +60,12 @@ class FeatureTable:
 
 def _key(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def preprocess_id(preprocess) -> str:
+    """The part of an image cache key that names the preprocessing: its ``repr`` without memory
+    addresses, the same in every process."""
+    return _ADDRESS.sub("", repr(preprocess))
 
 
 def _load_or_compute(path: Path, compute) -> Features:
@@ -107,7 +120,7 @@ def image_features(backbone: Backbone, ids: Sequence[str], paths: Dict[str, Path
     for i, p in zip(ids, files):
         st = p.stat()
         listing.update(f"{i}\t{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-    key = _key({"v": CACHE_VERSION, "backbone": backbone.cache_id, "preprocess": repr(backbone.preprocess),
+    key = _key({"v": CACHE_VERSION, "backbone": backbone.cache_id, "preprocess": preprocess_id(backbone.preprocess),
                 "tokens": tokens, "images": listing.hexdigest()})
 
     def compute() -> Features:

@@ -4,10 +4,11 @@ The spec file uses the same names as ``cirbench run``'s options::
 
     methods: [clip4cir, ncl-cir]        # names or wildcards, default: every registered method
     datasets: [shapes-fashioniq, shapes-cirr]
-    noise: {type: mixed, rates: [0, 0.2, 0.5, 0.8], seed: 0}
+    noise: {type: mixed, rates: [0, 0.2, 0.5, 0.8], seed: 0}   # seed: same = each cell's training seed
     seeds: [0, 1, 2]
     backbone: tiny                      # or open_clip:ViT-B-32
     weights: null                       # pretrained tag or local file
+    preprocess: clip                    # or targetpad / targetpad:1.25 (CLIP4Cir's TargetPad)
     data_root: {fashioniq: /data/fashionIQ_dataset, cirr: /data/cirr_dataset}
     epochs: 10
     batch_size: 128
@@ -22,7 +23,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from .data import datasets
 from .data.noise import NOISE_TYPES
@@ -30,7 +31,7 @@ from .errors import ConfigError
 from .files import read_yaml
 from .paths import LEADERBOARDS_DIR
 from .registry import expand_methods
-from .runs import RunSpec
+from .runs import NOISE_SEED_SAME, RunSpec, parse_noise_seed, parse_preprocess
 
 QUICK = {"epochs": 2, "rates": [0.0, 0.5], "train_limit": 1200}
 #: The embedded benchmark: the leaderboard whose grid ``cirbench run`` runs with no arguments.
@@ -61,10 +62,11 @@ class Grid:
     datasets: List[str] = field(default_factory=_default("datasets"))
     noise_type: str = field(default_factory=_default("noise_type", "mixed"))
     noise_rates: List[float] = field(default_factory=_default("noise_rates"))
-    noise_seed: int = field(default_factory=_default("noise_seed", 0))
+    noise_seed: Union[int, str] = field(default_factory=_default("noise_seed", 0))  # or "same"
     seeds: List[int] = field(default_factory=_default("seeds", [0]))
     backbone: str = field(default_factory=_default("backbone", "tiny"))
     weights: Optional[str] = field(default_factory=_default("weights"))
+    preprocess: str = field(default_factory=_default("preprocess", "clip"))
     data_root: Dict[str, str] = field(default_factory=dict)
     epochs: int = field(default_factory=_default("epochs", 10))
     batch_size: int = field(default_factory=_default("batch_size", 128))
@@ -106,20 +108,28 @@ class Grid:
         return {**self.hparams.get(base, {}), **self.hparams.get(method, {})}
 
     def cells(self) -> List[RunSpec]:
+        """Every cell, resolved. ``noise_seed: same`` gives each noisy cell its training seed as noise
+        seed (``noise_seed_same``); a clean cell draws no noise, so it stays the plain clean cell
+        (noise seed 0) that a fixed-seed grid writes too, and the two grids share it."""
         self.validate()
+        preprocess = parse_preprocess(self.preprocess, "preprocess")
+        noise_seed = parse_noise_seed(self.noise_seed, "noise seed")
+        same = noise_seed == NOISE_SEED_SAME
         out = []
         for dataset, method, rate, seed in itertools.product(self.datasets, self.methods, self.noise_rates, self.seeds):
+            from_seed = same and float(rate) > 0
             out.append(RunSpec(
                 method=method, dataset=dataset, noise_type=self.noise_type, noise_rate=float(rate),
-                noise_seed=self.noise_seed, seed=seed, backbone=self.backbone, weights=self.weights,
+                noise_seed=seed if from_seed else (0 if same else noise_seed), seed=seed,
+                backbone=self.backbone, weights=self.weights,
                 epochs=self.epochs, batch_size=self.batch_size, hparams=self.hparams_for(method),
                 data_root=self.data_root.get(dataset), exclude_reference=self.exclude_reference,
-                train_limit=self.train_limit,
+                train_limit=self.train_limit, preprocess=preprocess, noise_seed_same=from_seed,
             ))
         return out
 
 
-_SPEC_KEYS = {"methods", "datasets", "noise", "seeds", "backbone", "weights", "data_root", "epochs",
+_SPEC_KEYS = {"methods", "datasets", "noise", "seeds", "backbone", "weights", "preprocess", "data_root", "epochs",
               "batch_size", "hparams", "exclude_reference", "train_limit"}
 _NOISE_KEYS = {"type", "rates", "seed"}
 
@@ -148,6 +158,10 @@ def spec_from_mapping(raw: Any, where: str) -> Dict[str, Any]:
     for src, dst in (("type", "noise_type"), ("rates", "noise_rates"), ("seed", "noise_seed")):
         if src in noise:
             kw[dst] = noise[src]
+    if "noise_seed" in kw:
+        kw["noise_seed"] = parse_noise_seed(kw["noise_seed"], f"{where}: 'noise.seed'")
+    if "preprocess" in kw:
+        kw["preprocess"] = parse_preprocess(kw["preprocess"], f"{where}: 'preprocess'")
     for key in ("methods", "datasets", "noise_rates", "seeds"):
         if key in kw and not isinstance(kw[key], list):
             kw[key] = [kw[key]]

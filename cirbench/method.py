@@ -13,7 +13,9 @@ and may use these hooks: ``on_epoch_start(ctx)`` (GMM fits, negative refresh),
 ``Features.extra``), ``extra_triplets(run)`` (training triplets it generates, e.g. SPN's positives) and
 ``clean_probabilities()`` (per-training-triplet clean probabilities, scored against the noise
 manifest). Hyper-parameters are a dataclass ``Hparams`` on the class; users override them
-by name from the CLI or a spec file. ``query_embeddings`` / ``gallery_embeddings`` give the
+by name from the CLI or a spec file. ``variants`` names cirbench's own configurations of a method
+beside the paper's (``ncl-cir:robust``: a description and hyper-parameter overrides); the bare name is
+always the paper's method. ``query_embeddings`` / ``gallery_embeddings`` give the
 normalised embeddings that ranking uses. The data it works on (``Features``, ``Batch``, ``Dims``,
 ``Stage``) lives in :mod:`cirbench.types`.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -38,12 +40,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from .training import TrainContext
 
 
+class Variant(NamedTuple):
+    """A named configuration cirbench adds beside a paper's method: run as ``method:name``, listed by
+    ``cirbench list methods`` under its method, expanded by ``"*"``. ``hparams`` are overrides of the
+    method's ``Hparams`` defaults; a user's ``--set`` wins over them."""
+
+    description: str
+    hparams: Dict[str, Any]
+
+
 class Method(nn.Module):
     """Base class of every CIR method (see the module docstring)."""
 
     name: str = "?"  # set by @register_method
     needs_tokens: bool = False
     arg_hparam: Optional[str] = None  # the hyper-parameter that "name:arg" sets (e.g. SPN's base)
+    variants: ClassVar[Dict[str, Variant]] = {}  # cirbench's named configurations ("name:variant")
 
     @dataclass
     class Hparams:
@@ -138,4 +150,4 @@ class Method(nn.Module):
         return cls.Hparams(**overrides)
 
 
-__all__ = ["Method"]
+__all__ = ["Method", "Variant"]

@@ -22,14 +22,13 @@ from .backbones import build_backbone
 from .data import datasets
 from .data.noise import inject_noise, save_manifest
 from .data.triplets import CIRDataset, Split, Triplet, eval_text, train_texts
-from .errors import ConfigError
 from .eval.detection import detection_metrics
 from .eval.evaluation import EvalResult, evaluate, selection_value
 from .features import FeatureTable, image_features, text_features
 from .files import save_torch
 from .method import Method
 from .paths import cache_dir as default_cache_dir
-from .registry import get_method
+from .registry import resolve_name
 from .runs import RunDir, RunRecord, RunSpec
 from .training import TrainConfig, TrainingSet, Validation, fit
 from .types import Dims
@@ -38,14 +37,12 @@ TRAIN_VAL = ("train", "val")
 
 
 def resolve_method(spec: RunSpec):
-    """The method class and its hyper-parameters; ``name:arg`` sets the class's ``arg_hparam``
-    (``spn:clip4cir`` means SPN with ``base=clip4cir``)."""
-    name, sep, arg = spec.method.partition(":")
-    cls = get_method(name)
-    overrides = dict(spec.hparams)
-    if sep:
-        if not cls.arg_hparam:
-            raise ConfigError(f"method {name!r} takes no ':argument' (got {spec.method!r})")
+    """The method class and its hyper-parameters. ``name:variant`` starts from the named variant's
+    overrides (``ncl-cir:robust``), the cell's own ``hparams`` win over them; any other ``name:arg``
+    sets the class's ``arg_hparam`` (``spn:clip4cir`` means SPN with ``base=clip4cir``)."""
+    cls, arg, variant = resolve_name(spec.method)
+    overrides = {**(variant.hparams if variant is not None else {}), **spec.hparams}
+    if arg is not None and variant is None:
         overrides[cls.arg_hparam] = arg
     return cls, cls.make_hparams(overrides)
 
@@ -96,14 +93,16 @@ class Workspace:
         return self._datasets[key].split(split)
 
     def backbone(self, spec: RunSpec):
-        key = (spec.backbone, spec.weights)
+        """The cell's backbone with the cell's image preprocessing (``spec.preprocess``)."""
+        key = (spec.backbone, spec.weights, spec.preprocess)
         if key not in self._backbones:
-            self._backbones[key] = build_backbone(spec.backbone, spec.weights, self.cache_dir).to(self.device)
+            self._backbones[key] = build_backbone(spec.backbone, spec.weights, self.cache_dir,
+                                                  preprocess=spec.preprocess).to(self.device)
         return self._backbones[key]
 
     def images(self, spec: RunSpec, tokens: bool, splits: Sequence[str] = TRAIN_VAL) -> FeatureTable:
         """Features of every image of those splits, on the workspace's device."""
-        key = (spec.dataset, spec.data_root, tuple(splits), spec.backbone, spec.weights, tokens)
+        key = (spec.dataset, spec.data_root, tuple(splits), spec.backbone, spec.weights, spec.preprocess, tokens)
         if key not in self._images:
             data = self.dataset(spec, splits)
             table = image_features(self.backbone(spec), sorted(data.image_paths), data.image_paths, tokens=tokens,

@@ -11,14 +11,26 @@ is skipped when the grid runs again; a cell with a checkpoint continues where it
 :func:`read_runs` the one reader of finished runs (:class:`RunRecord`), which every report uses.
 This module stays light (no torch), so that ``cirbench table`` starts at once; what trains a cell
 is :mod:`cirbench.runner`.
+
+Two settings of a cell are written into ``config.json`` only when they differ from their default,
+so that every run folder written before they existed (and every run with the defaults) keeps
+the ``config.json`` it has and is reused, not refused as "other settings":
+
+* ``preprocess`` (:func:`parse_preprocess`): ``clip``, the backbone's own transform (default, the
+  key is left out), or ``targetpad:RATIO`` (CLIP4Cir's TargetPad, :mod:`cirbench.backbones.preprocess`).
+* ``noise.same_as_training_seed: true`` when the grid asked for ``--noise-seed same``
+  (:data:`NOISE_SEED_SAME`): ``noise.seed`` then holds the resolved seed (= the cell's training
+  seed) and the folder is ``<type>-<rate>-ns-same/seed<N>``, apart from the folders of a fixed
+  noise seed (``ns<N>``), so that tables can say which was used.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
 
 from .data import datasets
 from .errors import ConfigError, DataError
@@ -26,6 +38,53 @@ from .files import read_json, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from .eval.evaluation import EvalResult
+
+#: The default preprocessing: the backbone's own transform (open_clip's CLIP transform; BLIP-2's processor).
+DEFAULT_PREPROCESS = "clip"
+#: CLIP4Cir's (and SPRC's, SPN's, HABIT's) TargetPad target ratio: ``targetpad`` alone means this.
+TARGETPAD_RATIO = 1.25
+#: ``--noise-seed same``: each cell's noise is drawn with its training seed (as TME and HABIT do).
+NOISE_SEED_SAME = "same"
+_PREPROCESS_HELP = "clip (the backbone's own transform) or targetpad[:RATIO] (RATIO >= 1, default 1.25)"
+
+
+def parse_preprocess(value: Any, what: str = "--preprocess") -> str:
+    """A preprocessing choice in canonical form: ``"clip"`` or ``"targetpad:RATIO"`` (``"targetpad"``
+    and ``"targetpad:1.250"`` both give ``"targetpad:1.25"``); ConfigError naming ``what`` otherwise."""
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text == DEFAULT_PREPROCESS:
+        return text
+    name, sep, arg = (text or "").partition(":")
+    if name == "targetpad":
+        try:
+            ratio = float(arg) if sep else TARGETPAD_RATIO
+        except ValueError:
+            ratio = math.nan
+        if math.isfinite(ratio) and ratio >= 1:
+            short = f"{ratio:g}"
+            return f"targetpad:{short if float(short) == ratio else repr(ratio)}"
+    raise ConfigError(f"{what} must be {_PREPROCESS_HELP}, got {value!r}")
+
+
+def targetpad_ratio(preprocess: str) -> Optional[float]:
+    """The target ratio of a canonical ``targetpad:RATIO`` choice; None for ``clip``."""
+    name, _, arg = preprocess.partition(":")
+    return float(arg) if name == "targetpad" else None
+
+
+def parse_noise_seed(value: Any, what: str = "--noise-seed") -> Union[int, str]:
+    """A noise seed: a non-negative integer (``"3"`` from the command line too) or ``"same"``
+    (:data:`NOISE_SEED_SAME`: the cell's training seed); ConfigError naming ``what`` otherwise."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == NOISE_SEED_SAME:
+            return NOISE_SEED_SAME
+        if text.isdigit():
+            return int(text)
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(f"{what} must be a non-negative integer or 'same' (noise seed = training seed), "
+                      f"got {value!r}")
 
 
 @dataclass
@@ -46,15 +105,25 @@ class RunSpec:
     data_root: Optional[str] = None
     exclude_reference: bool = False
     train_limit: Optional[int] = None
+    #: ``clip`` or ``targetpad:RATIO`` (canonical, :func:`parse_preprocess`); in config.json when not clip
+    preprocess: str = DEFAULT_PREPROCESS
+    #: whether ``noise_seed`` was resolved from ``--noise-seed same`` (then it equals ``seed``)
+    noise_seed_same: bool = False
 
     def dirname(self) -> str:
-        noise = "clean" if self.noise_rate == 0 else f"{self.noise_type}-{self.noise_rate:g}-ns{self.noise_seed}"
+        ns = "ns-same" if self.noise_seed_same else f"ns{self.noise_seed}"
+        noise = "clean" if self.noise_rate == 0 else f"{self.noise_type}-{self.noise_rate:g}-{ns}"
         return f"{self.dataset}/{self.method.replace(':', '+')}/{noise}/seed{self.seed}"
 
     def to_config(self) -> dict:
-        """The resolved config as stored in ``config.json`` (noise nested, layout added)."""
+        """The resolved config as stored in ``config.json`` (noise nested, layout added; ``preprocess``
+        and ``noise.same_as_training_seed`` only when they are not the default, see the module docstring)."""
         d = dataclasses.asdict(self)
         noise = {"type": d.pop("noise_type"), "rate": d.pop("noise_rate"), "seed": d.pop("noise_seed")}
+        if d.pop("noise_seed_same"):
+            noise["same_as_training_seed"] = True
+        if d["preprocess"] == DEFAULT_PREPROCESS:
+            del d["preprocess"]
         return {"method": d.pop("method"), "dataset": d.pop("dataset"), "layout": datasets.layout_of(self.dataset),
                 "noise": noise, **d}
 
@@ -65,7 +134,8 @@ class RunSpec:
         d.pop("layout", None)
         noise = d.pop("noise", {}) or {}
         d.update({"noise_type": noise.get("type", "mixed"), "noise_rate": noise.get("rate", 0.0),
-                  "noise_seed": noise.get("seed", 0)})
+                  "noise_seed": noise.get("seed", 0),
+                  "noise_seed_same": bool(noise.get("same_as_training_seed", False))})
         unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise DataError(f"config.json has settings this cirbench does not know: {', '.join(unknown)} "
@@ -101,6 +171,16 @@ class RunRecord:
     def noise(self) -> dict:
         """``{"type", "rate", "seed"}`` as configured (empty for runs written without noise settings)."""
         return self.config.get("noise") or {}
+
+    @property
+    def noise_seed_same(self) -> bool:
+        """Whether the noise was drawn with the training seed (``--noise-seed same``)."""
+        return bool(self.noise.get("same_as_training_seed"))
+
+    @property
+    def preprocess(self) -> str:
+        """``clip`` (the default, also every run written before the setting existed) or ``targetpad:RATIO``."""
+        return str(self.config.get("preprocess") or DEFAULT_PREPROCESS)
 
     @property
     def backbone(self) -> str:
@@ -177,7 +257,7 @@ class RunDir:
             if old != config:
                 if not force:
                     diff = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}"
-                                     for k in config if old.get(k) != config[k])
+                                     for k in dict.fromkeys([*config, *old]) if old.get(k) != config.get(k))
                     raise ConfigError(f"{self.path} holds a run with other settings ({diff}); choose another "
                                       "--out, or pass --force to start it again")
                 for stale in (self.metrics_file, self.checkpoint_file, self.history_file):
@@ -222,4 +302,5 @@ def read_runs(root) -> RunRecords:
     return RunRecords(runs, skipped)
 
 
-__all__ = ["RunDir", "RunRecord", "RunRecords", "RunSpec", "read_runs"]
+__all__ = ["DEFAULT_PREPROCESS", "NOISE_SEED_SAME", "TARGETPAD_RATIO", "RunDir", "RunRecord", "RunRecords", "RunSpec",
+           "parse_noise_seed", "parse_preprocess", "read_runs", "targetpad_ratio"]

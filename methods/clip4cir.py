@@ -6,8 +6,12 @@ L2-normalised reference and text embeddings; targets are the backbone's global i
 Loss: InfoNCE between the normalised composed query and the in-batch targets; the paper's logit
 scale of 100 is temperature 0.01.
 
-Choice: the encoders stay frozen (the paper's first stage fine-tunes CLIP's text encoder; cirbench
-keeps every method on the same frozen features so that methods differ only in their own mechanism).
+Choices: the encoders stay frozen (the paper's first stage fine-tunes CLIP; cirbench keeps every
+method on the same frozen features so that methods differ only in their own mechanism). The defaults
+(AdamW, ``lr`` 1e-3, ``weight_decay`` 1e-2, with the run's batch 128 and 10 epochs) suit the small
+embedded benchmark; CLIP4Cir's own Combiner training (ABaldrati/CLIP4Cir ``combiner_train.py`` and its
+README command) uses Adam at lr 2e-5 without weight decay, batch 4096, 300 epochs, TargetPad 1.25. The
+real-data leaderboards set those values (AdamW with ``weight_decay`` 0 is Adam).
 """
 from __future__ import annotations
 

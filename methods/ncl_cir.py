@@ -5,31 +5,45 @@ multiplies CLIP's token sequences (text: start, words, end; image: global token,
 "diverse" weight maps (``T* = T ⊗ Att``: Att_mod, Att_ref, Att_tar); a Noise-pair Filter Block (NFB) fits a
 Gaussian mixture on per-sample losses, giving the soft labels of a soft-label NCE loss.
 
-Where the paper is silent, cirbench chose (measured: benchmarks/results/ncl_cir_noise.md, "Design measurements"):
+``ncl-cir`` is the paper's method as written: WCB, a free two-component GMM on per-sample losses with the
+NCR/DivideMix settings (``filter_fit=gmm``, ``filter_loss=targets``), soft labels, soft-label NCE. cirbench's
+own filter is the named variant ``ncl-cir:robust`` (``NclCir.variants``: ``filter_fit=anchored``,
+``text_check``, ``filter_loss=ref``, below); it runs beside the paper's in the default grid.
+
+Where the paper is silent, cirbench chose (measured: benchmarks/results/ncl_cir_noise.md):
 
 * Weight maps: ``heads`` (K=4) per sequence (text, reference, target: each its own), each a token softmax of a
-  small MLP's scores (LayerNorm → Linear → GELU → Linear to K; padding masked), one scalar per token for all
-  channels: "which words / patches matter". "Diverse": a penalty (weight ``diversity``) on the squared cosine
-  between every two maps of a sequence, so they attend to different tokens.
-* Compensation: ``e = g + W·dropout(mean_k Σ_l Att_k,l T_l)``, ``W`` zero-initialised, ``map_dropout`` 0.5, so
-  training starts from the global features; maps averaged, not concatenated (K·d → d): concatenation overfitted.
+  small MLP's scores (LayerNorm → Linear → GELU → Linear to K; padding masked): "which words / patches matter".
+  A penalty (weight ``diversity``) on the squared cosine between every two maps of a sequence keeps them apart.
+* "Diverse weight maps" (``map_fusion``): read as K views of the tokens that each reach the embedding, not a
+  mixture. ``project`` (default): ``e = g + Σ_k W_k·dropout(Σ_l Att_k[l] T_l)``, each map's pooled vector through
+  its own projection (K·d² parameters per sequence); the trained W_k differ, so the output depends on each
+  map, not only on their mean. ``mean`` (the earlier code): ``g + W·dropout(mean_k …)``,
+  one effective map, the mean of the K softmaxes, so K and the penalty only shape a mixture. ``channel``:
+  per-channel softmax gates over the K maps (``T* = T ⊗ Att`` with a token × channel Att), starting at the mean;
+  in 10 epochs at lr 1e-3 the gates barely leave 1/K, so it trains as ``mean``. On the shapes benchmark
+  (paper's filter, clean and mixed 0.5, 3 seeds) mean K=4, mean K=1, channel and project measured alike
+  (within one seed std, "Weight maps" in the results file): ``project`` is the default as the one reading
+  that makes the maps diverse views, at no measured cost; ``heads=1`` (one map) is as good here.
+* Compensation: projections zero-initialised and ``map_dropout`` 0.5 on the pooled vectors, so training starts
+  from the global features.
 * Composition: the CLIP4Cir Combiner (``cirbench_methods.combiner``) over the compensated reference and text;
   target = the compensated target. So NCL-CIR differs from ``clip4cir`` only by WCB, NFB and loss. Frozen backbone
   (as for every cirbench method); AdamW, ``lr`` 1e-3, ``temperature`` 0.01.
 * Filter loss (``filter``, on): eval mode, first caption, each query's InfoNCE against every distinct training
-  target (independent of batching); ``filter_loss=ref`` (default) adds the triplet's own reference as a negative
-  ("does the text explain the change?"), ``targets`` is the NCR/DivideMix reading. They measured alike; ``ref``
-  stays because every reported run used it.
-* Mixture fit (``filter_fit``): ``gmm`` is NCR/DivideMix (min-max normalised, GaussianMixture(2, max_iter=10,
-  tol=1e-2, reg_covar=5e-4, random_state=0), clean = lower-mean posterior); on clean data it still splits off the
-  long loss tail, the hardest, most useful clean triplets, and no statistic of the free fit told clean from noisy
-  data. ``anchored`` (default) fixes the noisy component to the mean / variance of *null* losses (each query
-  against a random other target) and EM fits only the clean one and the weight (``anchored_clean_probability``):
-  hard clean triplets stay far below null losses; under noise it rejects about as much as ``gmm``.
-* Text check (``text_check``, on; not in the paper): the composed query leans on the reference, so a shuffled text
-  keeps a low loss and loss-based filters miss it. A second anchored fit on the frozen backbone's text-to-target
-  InfoNCE (null: texts against random targets) looks at the text alone; clean probability = product of both
-  posteriors. Frozen, as training that loss through the WCB cost retrieval; edit-direction signals did worse.
+  target (``filter_loss=targets``: the NCR/DivideMix per-sample loss, independent of batching).
+* Mixture fit (``filter_fit=gmm``): NCR/DivideMix (min-max normalised, GaussianMixture(2, max_iter=10, tol=1e-2,
+  reg_covar=5e-4, random_state=0), clean = lower-mean posterior). On clean data it still splits off the long
+  loss tail, the hardest clean triplets; no statistic of the free fit told clean from noisy data.
+* ``ncl-cir:robust`` (cirbench's, not the paper's): ``filter_fit=anchored`` fixes the noisy component to the
+  mean / variance of *null* losses (each query against a random other target) and EM fits only the clean one and
+  the weight (``anchored_clean_probability``): hard clean triplets stay far below null losses. ``text_check``: the
+  composed query leans on the reference, so a shuffled text keeps a low loss and loss-based filters miss it; a
+  second anchored fit on the frozen backbone's text-to-target InfoNCE (null: texts against random targets)
+  looks at the text alone, clean probability = product of both posteriors (frozen: training that loss through
+  the WCB cost retrieval; edit-direction signals did worse). ``filter_loss=ref`` adds the triplet's own
+  reference as a negative ("does the text explain the change?"; measured alike with ``targets``, kept because
+  every measurement of this filter used it).
 * Fits use annotated triplets only (generated ones, ``TrainingSet.generated``, and degenerate loss distributions
   get probability 1), refitted before every epoch after ``warmup`` plain epochs (default 2 of 10: one is too
   early to fit the clean majority, later the model memorises the noise).
@@ -51,13 +65,14 @@ from torch import Tensor, nn
 
 from cirbench.errors import ConfigError
 from cirbench.losses import soft_label_nce
-from cirbench.method import Method
+from cirbench.method import Method, Variant
 from cirbench.registry import register_method
 from cirbench.types import Batch, Dims, Features
 from cirbench_methods.combiner import Combiner, CombinerHparams
 
 FILTER_LOSSES = ("ref", "targets")
 FILTER_FITS = ("anchored", "gmm")
+MAP_FUSIONS = ("mean", "channel", "project")
 
 
 def gmm_clean_probability(losses: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -124,44 +139,74 @@ def diversity_penalty(att: Tensor) -> Tensor:
 
 
 class WeightCompensation(nn.Module):
-    """K learned weight maps over a token sequence; the weighted tokens, pooled and averaged over
-    the maps, compensate the global embedding (see the module docstring)."""
+    """K learned weight maps over a token sequence; the weighted, pooled tokens compensate the global
+    embedding. ``fusion`` says how the K pooled vectors reach it (see the module docstring):
+    ``mean`` averages them before one projection (one effective map, the mean of the K), ``channel``
+    mixes them per channel with learned softmax gates (a token × channel map, T ⊗ Att), ``project``
+    gives each its own projection, summed (K views)."""
 
-    def __init__(self, dim: int, heads: int, hidden: int, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, hidden: int, dropout: float = 0.0, fusion: str = "mean"):
         super().__init__()
+        if fusion not in MAP_FUSIONS:
+            raise ConfigError(f"ncl-cir.map_fusion must be one of {', '.join(MAP_FUSIONS)}, got {fusion!r}")
+        self.fusion = fusion
         self.score = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, heads))
         self.drop = nn.Dropout(dropout)
-        self.fuse = nn.Linear(dim, dim)
-        nn.init.zeros_(self.fuse.weight)
+        self.fuse = nn.Linear(dim, dim)  # (``project``: map 0's projection, ``views`` the others')
+        self.views = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(heads - 1 if fusion == "project" else 0))
+        for layer in (self.fuse, *self.views):  # zero-initialised: training starts from the global embedding
+            nn.init.zeros_(layer.weight)
         nn.init.zeros_(self.fuse.bias)
+        # channel gates: logits over the K maps per channel; zeros = the plain mean at the start
+        self.gate = nn.Parameter(torch.zeros(heads, dim)) if fusion == "channel" else None
+
+    def maps(self, features: Features) -> Tensor:
+        """The K token softmaxes [B, L, K] (padding gets weight 0)."""
+        logits = self.score(features.tokens.to(features.embed.dtype))
+        if features.mask is not None:
+            logits = logits.masked_fill(~features.mask[..., None], torch.finfo(logits.dtype).min)
+        return logits.softmax(dim=1)
+
+    def compensation(self, att: Tensor, tokens: Tensor) -> Tensor:
+        """What the maps ``att`` [B, L, K] over ``tokens`` [B, L, d] add to the global embedding."""
+        pooled = torch.einsum("blk,bld->bkd", att.to(tokens.dtype), tokens)  # Σ_l Att_k,l · T_l
+        if self.fusion == "project":
+            pooled = self.drop(pooled)
+            return sum((layer(pooled[:, k]) for k, layer in enumerate(self.views, 1)), self.fuse(pooled[:, 0]))
+        if self.fusion == "channel":
+            mixed = (pooled * self.gate.softmax(0).to(pooled.dtype)).sum(1)  # channel j: Σ_l (Σ_k w_kj Att_k,l) T_lj
+        else:
+            mixed = pooled.mean(1)
+        return self.fuse(self.drop(mixed))
 
     def forward(self, features: Features) -> Tuple[Tensor, Tensor]:
         glob = features.embed
-        tokens = features.tokens.to(glob.dtype)
-        logits = self.score(tokens)  # [B, L, K]
-        if features.mask is not None:
-            logits = logits.masked_fill(~features.mask[..., None], torch.finfo(logits.dtype).min)
-        att = logits.softmax(dim=1)
-        pooled = torch.einsum("blk,bld->bkd", att.to(tokens.dtype), tokens)  # Σ_l Att_k,l · T_l
-        return glob + self.fuse(self.drop(pooled.mean(1))), diversity_penalty(att)
+        att = self.maps(features)
+        return glob + self.compensation(att, features.tokens.to(glob.dtype)), diversity_penalty(att)
 
 
 @register_method("ncl-cir")
 class NclCir(Method):
-    """NCL-CIR: weight compensation over tokens, GMM noise-pair filter, soft-label NCE."""
+    """NCL-CIR as the paper has it: weight maps over tokens, free GMM noise-pair filter, soft-label NCE."""
 
     needs_tokens = True
+    variants = {
+        "robust": Variant("NCL-CIR with cirbench's noise-pair filter: noisy component anchored on "
+                          "mismatched-pair losses, text-to-target check, reference as a negative",
+                          {"filter_fit": "anchored", "text_check": True, "filter_loss": "ref"}),
+    }
 
     @dataclass
     class Hparams(CombinerHparams):
         heads: int = 4
         diversity: float = 0.1
         map_dropout: float = 0.5
+        map_fusion: str = "project"
         warmup: int = 2
         filter: bool = True
-        filter_fit: str = "anchored"
-        filter_loss: str = "ref"
-        text_check: bool = True
+        filter_fit: str = "gmm"
+        filter_loss: str = "targets"
+        text_check: bool = False
 
     def __init__(self, dims: Dims, hparams=None):
         super().__init__(dims, hparams)
@@ -176,9 +221,9 @@ class NclCir(Method):
             raise ConfigError(f"ncl-cir needs token features in the embedding space (width {dims.embed}), "
                               f"got width {dims.tokens}")
         d = dims.embed
-        self.wcb_text = WeightCompensation(d, hp.heads, d, hp.map_dropout)
-        self.wcb_reference = WeightCompensation(d, hp.heads, d, hp.map_dropout)
-        self.wcb_target = WeightCompensation(d, hp.heads, d, hp.map_dropout)
+        self.wcb_text = WeightCompensation(d, hp.heads, d, hp.map_dropout, hp.map_fusion)
+        self.wcb_reference = WeightCompensation(d, hp.heads, d, hp.map_dropout, hp.map_fusion)
+        self.wcb_target = WeightCompensation(d, hp.heads, d, hp.map_dropout, hp.map_fusion)
         self.combiner = Combiner.from_hparams(d, hp)
         self._labels: Optional[Tensor] = None  # soft labels of every training triplet, on the device
         self._probs: Optional[np.ndarray] = None  # clean probabilities of the annotated triplets

@@ -155,3 +155,31 @@ def test_text_side_features_reach_compose_in_training_and_validation(tmp_path, w
     execute(spec(method="test-side-features", epochs=1, noise_rate=0.0), tmp_path, ws)
     assert seen and all(x is not None and x.shape[1] == 1 for x in seen)
     assert all((x >= 1).all() for x in seen)
+
+
+def test_ncl_cir_runs_on_a_resnet_clip_with_token_features(tmp_path, ws):
+    """NCL-CIR (needs_tokens) over an open_clip ResNet tower, as CLIP4Cir's RN50x4 (a tiny one here)."""
+    import open_clip
+
+    config = {"embed_dim": 24, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
+              "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "cirbench-runner-rn.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path)
+    s = spec(method="ncl-cir", dataset="shapes-cirr", backbone="open_clip:cirbench-runner-rn", weights=None,
+             epochs=1, train_limit=200)
+    metrics = execute(s, tmp_path / "runs", ws)
+    assert metrics["status"] == "finished" and metrics["config"]["backbone"] == "open_clip:cirbench-runner-rn"
+    images = ws.images(s, tokens=True)
+    assert images.features.tokens.shape[1:] == (1 + 4, 24)  # global + the 2 x 2 attention-pool grid
+
+
+def test_the_preprocessing_choice_reaches_the_backbone_features_and_metrics(tmp_path, ws):
+    padded = spec(noise_rate=0.0, epochs=1, preprocess="targetpad:1.5")
+    metrics = execute(padded, tmp_path, ws)
+    assert metrics["config"]["preprocess"] == "targetpad:1.5"
+    assert json.loads((tmp_path / padded.dirname() / "config.json").read_text())["preprocess"] == "targetpad:1.5"
+    assert "TargetPad(target_ratio=1.5)" in repr(ws.backbone(padded).preprocess)
+    assert "TargetPad" not in repr(ws.backbone(spec()).preprocess)
+    # the same folder asked for with the default preprocessing is another setting
+    with pytest.raises(ConfigError, match=r"preprocess: 'targetpad:1.5' -> None"):
+        execute(spec(noise_rate=0.0, epochs=1), tmp_path, ws)

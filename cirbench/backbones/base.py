@@ -9,6 +9,7 @@ from typing import Callable, List
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..types import Features
 
 
@@ -28,13 +29,19 @@ class Backbone(nn.Module):
     """A frozen image/text encoder.
 
     ``cache_id`` identifies architecture + weights (it keys the on-disk feature cache);
-    ``preprocess`` maps a PIL image to a tensor; ``embed_dim`` is the joint-space width that
+    ``preprocess`` maps a PIL image to a tensor (the backbone's own transform, or the one
+    ``build_backbone(..., preprocess=...)`` chose); ``embed_dim`` is the joint-space width that
     global and token features share.
     """
 
     cache_id: str
     embed_dim: int
     preprocess: Callable
+
+    def targetpad_preprocess(self, ratio: float) -> Callable:
+        """The TargetPad pipeline at ``ratio`` for this backbone's input size and normalisation
+        (:func:`cirbench.backbones.preprocess.targetpad_transform`)."""
+        raise ConfigError(f"the {type(self).__name__} backbone has no targetpad preprocessing; use --preprocess clip")
 
     def encode_images(self, pixels: Tensor, tokens: bool = False) -> Features:
         raise NotImplementedError

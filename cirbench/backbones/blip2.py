@@ -19,7 +19,9 @@ What cirbench takes from BLIP-2 (its contrastive, ITC, path):
   Texts are cut at :data:`MAX_TEXT_TOKENS` tokens (BLIP-2 pretrained with 32; FashionIQ's joined
   pair of captions is often longer, and the Q-Former has BERT's 512 positions).
 * preprocessing: the folder's ``BlipImageProcessor`` settings (resize to the model's size,
-  bicubic, CLIP mean/std) as a torchvision transform.
+  bicubic, CLIP mean/std) as a torchvision transform; ``--preprocess targetpad`` pads first and
+  resizes the shorter side then centre-crops to that size, as SPRC does
+  (:mod:`cirbench.backbones.preprocess`).
 
 ``transformers`` is imported only when a BLIP-2 backbone is built: cirbench works without it
 (``pip install 'cirbench[blip2]'`` adds it).
@@ -73,6 +75,14 @@ class Blip2Backbone(Backbone):
         if ip.do_normalize:
             steps.append(transforms.Normalize(ip.image_mean, ip.image_std))
         self.preprocess = transforms.Compose(steps)
+
+    def targetpad_preprocess(self, ratio: float):
+        from .preprocess import targetpad_transform
+
+        ip = self.image_processor
+        resample = {3: "bicubic", 2: "bilinear", 0: "nearest"}.get(int(getattr(ip, "resample", 3) or 3), "bicubic")
+        mean, std = (ip.image_mean, ip.image_std) if ip.do_normalize else ((0.0,) * 3, (1.0,) * 3)
+        return targetpad_transform(ratio, (ip.size["height"], ip.size["width"]), mean, std, resample)
 
     @torch.no_grad()
     def encode_images(self, pixels: Tensor, tokens: bool = False) -> Features:

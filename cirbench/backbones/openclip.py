@@ -1,4 +1,18 @@
-"""open_clip backbones (``open_clip:<arch>``, and the model behind ``tiny``), through open_clip's own factory."""
+"""open_clip backbones (``open_clip:<arch>``, and the model behind ``tiny``), through open_clip's own factory.
+
+Token features (methods with ``needs_tokens``), the global embedding first, then:
+
+* ViT image towers: the patch tokens open_clip returns (after ``ln_post``), times ``proj``, the
+  projection of the class token.
+* ResNet image towers (``ModifiedResNet``: RN50, RN50x4, ...): the attention pool's input grid,
+  ``H·W`` tokens, each projected as the pool projects its output: positional embedding added, then
+  ``v_proj`` and ``c_proj``. The pool's output is, per head, an attention-weighted mean of exactly
+  these value vectors (before ``c_proj``), so a grid token is what the pool would output if it
+  attended to that position alone: the tokens live in the joint space of the global embedding.
+  This is MaskCLIP's reading of CLIP's ResNet (Zhou et al., ECCV 2022, dense features from the
+  value path); CLIP and open_clip define no token output for ResNets, so the choice is ours.
+* Other towers (timm models): refused with a message at the first encoded batch.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,6 +22,8 @@ from typing import List, Optional
 
 import open_clip
 import torch
+import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
 from torch import Tensor, nn
 
 from ..errors import ConfigError
@@ -50,14 +66,30 @@ class OpenClipBackbone(Backbone):
         self.embed_dim = int(model.text_projection.shape[1] if isinstance(model.text_projection, Tensor)
                              else model.text_projection.out_features)
 
+    def targetpad_preprocess(self, ratio: float):
+        from .preprocess import targetpad_transform
+
+        visual = self.model.visual
+        cfg = getattr(visual, "preprocess_cfg", None) or {}
+        return targetpad_transform(ratio, cfg.get("size", visual.image_size),
+                                   cfg.get("mean", getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
+                                   cfg.get("std", getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
+                                   cfg.get("interpolation", "bicubic"))
+
     @torch.no_grad()
     def encode_images(self, pixels: Tensor, tokens: bool = False) -> Features:
         visual = self.model.visual
-        visual.output_tokens = tokens
-        out = visual(pixels)
         if not tokens:
-            return Features(out)
-        pooled, patch = out
+            if hasattr(visual, "output_tokens"):
+                visual.output_tokens = False
+            return Features(visual(pixels))
+        if isinstance(visual, ModifiedResNet):
+            return _resnet_tokens(visual, pixels)
+        if not hasattr(visual, "output_tokens"):
+            raise ConfigError(f"open_clip model {self.arch!r} has a {type(visual).__name__} image tower; token "
+                              "features (methods with needs_tokens) need a ViT or a ResNet (ModifiedResNet) tower")
+        visual.output_tokens = True
+        pooled, patch = visual(pixels)
         if visual.proj is not None:
             patch = patch @ visual.proj
         return Features(pooled, torch.cat([pooled[:, None], patch], dim=1))
@@ -79,6 +111,19 @@ class OpenClipBackbone(Backbone):
     def _project(self, x: Tensor) -> Tensor:
         proj = self.model.text_projection
         return proj(x) if isinstance(proj, nn.Module) else x @ proj
+
+
+def _resnet_tokens(visual: ModifiedResNet, pixels: Tensor) -> Features:
+    """The global embedding and the attention pool's input grid projected into the joint space
+    (see the module docstring): ``[B, 1 + H·W, D]``."""
+    x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(pixels)))))  # [B, C, H, W]
+    pool = visual.attnpool
+    pooled = pool(x)
+    grid = x.flatten(2).transpose(1, 2)  # [B, H·W, C], positions in the pool's order
+    grid = grid + pool.positional_embedding[1:].to(grid.dtype)  # row 0 belongs to the pool's mean token
+    values = F.linear(grid, pool.v_proj.weight, pool.v_proj.bias)
+    projected = F.linear(values, pool.c_proj.weight, pool.c_proj.bias)
+    return Features(pooled, torch.cat([pooled[:, None], projected.to(pooled.dtype)], dim=1))
 
 
 @register_backbone("open_clip", "any open_clip CLIP model: open_clip:<arch> (open_clip.list_models()); "

@@ -1,4 +1,5 @@
-"""``cirbench list methods | datasets | backbones | noise``: what this install can run."""
+"""``cirbench list methods | datasets | backbones | noise``: what this install can run (methods with
+their named variants, cirbench's own configurations, listed under them)."""
 from __future__ import annotations
 
 import click
@@ -12,8 +13,11 @@ def list_(what: str):
         from ..registry import get_method, list_methods
 
         for name in list_methods():
-            doc = (get_method(name).__doc__ or "").strip().splitlines()
-            click.echo(f"{name:<14} {doc[0] if doc else ''}")
+            cls = get_method(name)
+            doc = (cls.__doc__ or "").strip().splitlines()
+            click.echo(f"{name:<16} {doc[0] if doc else ''}")
+            for variant, spec in cls.variants.items():  # cirbench's configurations beside the paper's method
+                click.echo(f"  {name + ':' + variant:<14} [cirbench's variant] {spec.description}")
     elif what == "datasets":
         from ..data.datasets import DATASETS
 

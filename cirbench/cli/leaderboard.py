@@ -14,8 +14,12 @@ from .options import (
     force_option,
     format_option,
     no_progress_option,
+    noise_seed_option,
     parse_data_roots,
     parse_ints,
+    parse_noise_seed_option,
+    parse_preprocess_option,
+    preprocess_option,
 )
 
 
@@ -51,6 +55,8 @@ def lb_show(name: str, fmt: str):
               help="Run these methods instead of the leaderboard's (names or wildcards, repeatable).")
 @click.option("--weights", help="Backbone weights (open_clip tag, local file, or a BLIP-2 folder); overrides the file.")
 @click.option("--backbone", help="Override the leaderboard's backbone.")
+@preprocess_option("Default: the leaderboard's.")
+@noise_seed_option("Default: the leaderboard's.")
 @click.option("--seeds", help="Override the training seeds, e.g. 0,1,2.")
 @click.option("--epochs", type=int, help="Override the epochs per run.")
 @device_option
@@ -60,7 +66,8 @@ def lb_show(name: str, fmt: str):
 @force_option
 @format_option()
 @no_progress_option
-def lb_run(name, methods, data_roots, weights, backbone, seeds, epochs, device, out, cache_dir, force, fmt, no_progress):
+def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed, seeds, epochs, device, out, cache_dir,
+           force, fmt, no_progress):
     """Run a leaderboard's grid (reusing finished cells), then print cirbench's numbers beside the paper's."""
     from ..devices import resolve_device
     from ..leaderboards.render import render_comparison
@@ -75,7 +82,8 @@ def lb_run(name, methods, data_roots, weights, backbone, seeds, epochs, device, 
     if data_roots:
         roots.update(parse_data_roots(data_roots, lb.real_datasets))
     grid, skipped = make_grid(lb, methods=list(methods) or None, weights=weights, backbone=backbone,
-                              epochs=epochs, data_root=roots or None,
+                              preprocess=parse_preprocess_option(preprocess),
+                              noise_seed=parse_noise_seed_option(noise_seed), epochs=epochs, data_root=roots or None,
                               seeds=parse_ints(seeds, "--seeds") if seeds else None)
     for m in skipped:
         click.echo(f"cirbench: method {m!r} of leaderboard {lb.name} is not installed: its rows show the paper's "

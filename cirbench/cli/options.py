@@ -35,6 +35,24 @@ data_root_option = click.option(
 force_option = click.option("--force", is_flag=True,
                             help="Start cells again whose folder holds a run with other settings.")
 no_progress_option = click.option("--no-progress", is_flag=True, help="No progress bars.")
+def preprocess_option(default: str = "Default: clip."):
+    """``--preprocess clip|targetpad[:RATIO]``; the value reaches the command as ``preprocess``."""
+    return click.option(
+        "--preprocess", metavar="clip|targetpad[:RATIO]",
+        help="Image preprocessing: clip (the backbone's own transform) or targetpad[:RATIO], CLIP4Cir's TargetPad "
+             "(pad images whose aspect ratio exceeds RATIO, default 1.25, then resize and centre-crop), as "
+             f"CLIP4Cir, SPRC, SPN and HABIT preprocess. {default}")
+
+
+def noise_seed_option(default: str = "Default: 0."):
+    """``--noise-seed INT|same``; the value reaches the command as ``noise_seed``."""
+    return click.option(
+        "--noise-seed", metavar="INT|same",
+        help="Seed of the noise draw: an integer (one noisy training set for every training seed) or 'same' "
+             "(each cell's training seed, as TME and HABIT draw it, so the spread over seeds includes the draw). "
+             f"{default}")
+
+
 which_option = click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
                             help="Metrics of the best epoch on validation, or of the last epoch.")
 runs_dir_argument = click.argument("runs_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -54,6 +72,20 @@ def parse_ints(text: str, what: str) -> List[int]:
         return [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
         raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def parse_preprocess_option(text):
+    """``--preprocess`` as its canonical value (``targetpad`` -> ``targetpad:1.25``), None when not given."""
+    from ..runs import parse_preprocess
+
+    return None if text is None else parse_preprocess(text, "--preprocess")
+
+
+def parse_noise_seed_option(text):
+    """``--noise-seed`` as an int or ``"same"``, None when not given."""
+    from ..runs import parse_noise_seed
+
+    return None if text is None else parse_noise_seed(text, "--noise-seed")
 
 
 def parse_data_roots(items: Sequence[str], names: Sequence[str]) -> Dict[str, str]:

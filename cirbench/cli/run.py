@@ -15,10 +15,14 @@ from .options import (
     force_option,
     format_option,
     no_progress_option,
+    noise_seed_option,
     noise_type_option,
     parse_data_roots,
     parse_floats,
     parse_ints,
+    parse_noise_seed_option,
+    parse_preprocess_option,
+    preprocess_option,
 )
 
 
@@ -28,11 +32,12 @@ from .options import (
               help="shapes-fashioniq, shapes-cirr, fashioniq or cirr (repeatable). Default: both shapes layouts.")
 @noise_type_option(help="How training triplets are corrupted. Default: mixed (TME thirds).")
 @click.option("--noise-rates", help="Comma-separated rates in [0, 1]. Default: 0,0.2,0.5,0.8.")
-@click.option("--noise-seed", type=int, help="Seed of the noise draw (separate from --seeds). Default: 0.")
+@noise_seed_option()
 @click.option("--seeds", help="Comma-separated training seeds. Default: 0.")
 @click.option("--backbone", help="tiny (default), open_clip:<arch> or blip2; see `cirbench list backbones`.")
 @click.option("--weights", help="Backbone weights: an open_clip pretrained tag or a local checkpoint file "
               "(blip2: a local folder in the transformers format).")
+@preprocess_option()
 @data_root_option
 @click.option("--epochs", type=int, help="Training epochs per run. Default: 10 (2 with --quick).")
 @click.option("--batch-size", type=int, help="Default: 128.")
@@ -50,8 +55,8 @@ from .options import (
 @force_option
 @format_option()
 @no_progress_option
-def run(methods, datasets_, noise_type, noise_rates, noise_seed, seeds, backbone, weights, data_roots, epochs,
-        batch_size, overrides, exclude_reference, device, out, cache_dir, spec, quick, force, fmt, no_progress):
+def run(methods, datasets_, noise_type, noise_rates, noise_seed, seeds, backbone, weights, preprocess, data_roots,
+        epochs, batch_size, overrides, exclude_reference, device, out, cache_dir, spec, quick, force, fmt, no_progress):
     """Train and evaluate a grid of methods × datasets × noise rates × seeds, then print the tables.
 
     With no options: every registered method on both generated shapes layouts at mixed noise
@@ -70,8 +75,10 @@ def run(methods, datasets_, noise_type, noise_rates, noise_seed, seeds, backbone
         kw.setdefault("train_limit", QUICK["train_limit"])
     given = {
         "methods": list(methods) or None, "datasets": list(datasets_) or None, "noise_type": noise_type,
-        "noise_rates": parse_floats(noise_rates, "--noise-rates") if noise_rates else None, "noise_seed": noise_seed,
+        "noise_rates": parse_floats(noise_rates, "--noise-rates") if noise_rates else None,
+        "noise_seed": parse_noise_seed_option(noise_seed),
         "seeds": parse_ints(seeds, "--seeds") if seeds else None, "backbone": backbone, "weights": weights,
+        "preprocess": parse_preprocess_option(preprocess),
         "epochs": epochs, "batch_size": batch_size, "exclude_reference": exclude_reference,
     }
     kw.update({k: v for k, v in given.items() if v is not None})

@@ -23,7 +23,7 @@ def _categories(values) -> list:
               help='FashionIQ: {"<category>/<index>": [ids]}; CIRR: the official {"version": "rc2", '
                    '"metric": "recall", "<pairid>": [names]}.')
 @click.option("--subset-predictions", type=click.Path(dir_okay=False, path_type=Path),
-              help="CIRR: the recall_subset file (default: subset ranking derived from --predictions).")
+              help="CIRR: the recall_subset file; without it Rsubset@K and Avg are n/a (null in --json).")
 @click.option("--categories", multiple=True, metavar="CAT[,CAT]",
               help="FashionIQ: score only these categories (default: all three).")
 @click.option("--exclude-reference", is_flag=True,
@@ -53,7 +53,7 @@ def score(dataset, annotations, split, predictions, subset_predictions, categori
         value = result.metrics
         for key in c.path:
             value = value[key]
-        row.append(f"{value:.2f}")
+        row.append("n/a" if value is None else f"{value:.2f}")
     protocol = ("reference dropped" if dataset == "cirr" or exclude_reference else "reference kept")
     click.echo(f"{predictions.name}: {dataset} {split}, {result.n_queries} queries, {protocol}")
     style = "simple_outline" if fmt == "terminal" else "github"

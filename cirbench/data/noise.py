@@ -29,7 +29,19 @@ Choices this module makes (the papers leave them open):
   triplet's own captions.
 * Randomness comes only from ``np.random.default_rng(seed)``: the noise seed is independent of
   any training seed and of global random state, so the same noisy set can be trained with
-  several training seeds.
+  several training seeds (cirbench's default, ``--noise-seed 0``: the spread over training
+  seeds is the training's alone).
+* ``--noise-seed same`` (``noise: {seed: same}``; resolved per cell by :meth:`cirbench.grid.Grid.cells`)
+  draws each noisy cell's noise with its training seed, as HABIT does, so the spread over seeds
+  includes the noise draw. What HABIT's public code does (Lee-zixu/HABIT, ``train.py`` and
+  ``datasets.py``): ``random.seed(args.seed)`` (the training seed, default 42; NumPy and torch get
+  it too) runs before the dataset is built, and ``shuffle()`` then draws the noise from Python's
+  global ``random``: ``random.sample`` of ``int(rate·N)`` triplets (floor, where cirbench rounds),
+  thirds cut at ``int(n/3)`` and ``int(2n/3)``, each third's field permuted by ``random.shuffle``
+  (a plain permutation, so some "noisy" triplets keep their own value). The noisy set thus
+  changes with the training seed (TME's own code was not available to check). ``same``
+  reproduces that coupling, not HABIT's exact draws (another generator, and the honest
+  derangements above).
 
 Only training triplets may be corrupted; choosing them is the caller's job (triplets without a
 target, i.e. test triplets, are refused). The manifest records every triplet's original and

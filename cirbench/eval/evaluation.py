@@ -2,7 +2,7 @@
 
 Two steps, so rankings made anywhere are scored by one piece of code:
 
-1. :func:`topk_rankings` and :func:`subset_rankings` turn embeddings into ranked image ids
+1. :func:`topk_rankings` and :func:`cirr_rankings` turn embeddings into ranked image ids
    (chunked ``topk``, the gallery is never fully sorted).
 2. :func:`score_fashioniq` and :func:`score_cirr` turn rankings into Recall@K in percent, in
    plain Python. :func:`evaluate` does both and computes its metrics by calling step 2 on the
@@ -19,6 +19,22 @@ Protocol decisions:
   error). Masking its score to -inf before ``topk`` gives the same list as CLIP4Cir's removal
   after sorting. ``Rsubset@K``: the query's ``img_set.members`` without the reference, in
   descending score order. ``Avg`` = (R@5 + Rsubset@1) / 2.
+- One score matrix for both CIRR rankings: per chunk of queries, one ``queries @ gallery.T``
+  gives the top-k and the members' scores (CLIP4Cir filters its sorted gallery). Scoring the
+  members with a separate product rounds about 1 ulp differently and can flip Rsubset@1 on a
+  near tie, so the subset ranking is always the gallery ranking restricted to the members.
+  Members outside the gallery (e.g. an image missing on disk, dropped from the gallery by the
+  loader) are left out of the subset ranking, as CLIP4Cir's filter of the gallery would.
+- Rsubset needs a subset ranking: :func:`score_cirr` without ``subset_rankings`` reports
+  Rsubset@K and Avg as None (not available) instead of reading them off top-50 lists, where a
+  target below rank 50 would count as a miss even when it leads its subset.
+- Ties: every ranking keeps the gallery's order for equal scores (the earlier gallery entry
+  ranks first), in the top-k lists and in the subset ranking alike. ``torch.topk`` promises no
+  order for ties (on CPU it does not keep it), so the rows of a chunk whose top ``k + 1`` hold
+  equal scores are re-sorted by (score, gallery position), and a row whose k-th and (k+1)-th
+  scores tie is re-selected among the columns scoring at least its k-th score (rows without
+  ties, nearly all of them on real embeddings, cost nothing extra); members are sorted stably
+  in gallery order.
 - Table metric (:data:`PRIMARY_METRIC`): FashionIQ average R@10, CIRR Avg. Model selection
   (:data:`SELECTION_METRIC`, the "best epoch"): FashionIQ Rmean (as CLIP4Cir/SPN), CIRR Avg.
   (CLIP4Cir's own CIRR scripts keep the checkpoint with the best arithmetic mean of the seven
@@ -27,7 +43,7 @@ Protocol decisions:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -53,13 +69,35 @@ def _row_index(ids: Sequence[str], image_index: Mapping[str, int]) -> torch.Tens
     return torch.tensor([image_index[i] for i in ids], dtype=torch.long)
 
 
-def topk_rankings(queries: torch.Tensor, gallery: torch.Tensor, gallery_ids: Sequence[str], k: int = RANKING_DEPTH,
-                  exclude: Optional[Sequence[Optional[str]]] = None, chunk_size: int = 1024) -> List[List[str]]:
-    """Top-``k`` gallery ids per query by cosine similarity, best first.
+def _top_columns(scores: torch.Tensor, depth: int) -> torch.Tensor:
+    """The ``depth`` best columns of each row, by descending score, equal scores in column order.
 
-    ``exclude[i]`` (an id or None) is masked to -inf before ``topk`` and never returned, so the
-    list still holds ``k`` ids when the gallery is large enough. Runs on the gallery's device.
+    ``torch.topk`` promises no order for ties (on CPU it does not keep column order). Its sorted
+    output puts equal scores side by side, so only rows with such a pair are touched: their top
+    ``depth + 1`` are re-sorted by (score descending, column ascending), and a row whose
+    ``depth``-th and ``depth + 1``-th scores are equal (topk may have picked any of the tied
+    columns) is re-selected from every column scoring at least its ``depth``-th score.
     """
+    probe = min(depth + 1, scores.shape[1])
+    values, cols = scores.topk(probe, dim=1)
+    tied = values[:, 1:] == values[:, :-1]
+    if probe > 1 and bool(tied.any()):
+        rows = tied.any(dim=1).nonzero().squeeze(1)
+        sub_cols, order = cols[rows].sort(dim=1)
+        order = values[rows].gather(1, order).sort(dim=1, descending=True, stable=True).indices
+        cols[rows] = sub_cols.gather(1, order)
+        if probe > depth:
+            for r in rows[tied[rows, depth - 1]].tolist():
+                row = scores[r]
+                candidates = (row >= values[r, depth - 1]).nonzero().squeeze(1)   # in column order
+                cols[r, :depth] = candidates[row[candidates].sort(descending=True, stable=True).indices[:depth]]
+    return cols[:, :depth]
+
+
+def _rank(queries: torch.Tensor, gallery: torch.Tensor, gallery_ids: Sequence[str], k: int,
+          exclude: Optional[Sequence[Optional[str]]], groups: Optional[Sequence[Sequence[str]]],
+          chunk_size: int):
+    """Top-``k`` lists and, when ``groups`` is given, each query's group ranked by the same scores."""
     if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
         raise ValueError(f"expected [Q,D] and [G,D] tensors, got {tuple(queries.shape)} and {tuple(gallery.shape)}")
     if len(gallery_ids) != gallery.shape[0]:
@@ -78,46 +116,59 @@ def topk_rankings(queries: torch.Tensor, gallery: torch.Tensor, gallery_ids: Seq
     skip = torch.tensor([-1 if exclude is None or exclude[i] is None else position.get(exclude[i], -1)
                          for i in range(queries.shape[0])], dtype=torch.long, device=device)
     depth = min(k, len(gallery_ids))
-    out: List[List[str]] = []
+    if groups is not None:
+        # each group's gallery columns in gallery order (so that equal scores keep it); members
+        # outside the gallery are left out, as in CLIP4Cir's subset (a filter of the gallery ranking)
+        columns = [sorted({position[m] for m in g if m in position}) for g in groups]
+        width = max((len(c) for c in columns), default=0)
+        padded = torch.tensor([c + [0] * (width - len(c)) for c in columns], dtype=torch.long, device=device)
+        valid = torch.arange(width, device=device) < torch.tensor([len(c) for c in columns], device=device)[:, None]
+    top: List[List[str]] = []
+    ranked_groups: List[List[str]] = []
     for start in range(0, queries.shape[0], chunk_size):
-        scores = queries[start:start + chunk_size] @ gallery_t
-        chunk_skip = skip[start:start + chunk_size]
+        stop = start + chunk_size
+        scores = queries[start:stop] @ gallery_t      # the one score matrix both rankings use
+        if groups is not None and width:
+            member_scores = scores.gather(1, padded[start:stop]).masked_fill(~valid[start:stop], float("-inf"))
+            order = member_scores.argsort(dim=1, descending=True, stable=True).cpu().tolist()
+            ranked_groups.extend([gallery_ids[c[j]] for j in o if j < len(c)]
+                                 for o, c in zip(order, columns[start:stop]))
+        elif groups is not None:
+            ranked_groups.extend([] for _ in range(scores.shape[0]))
+        chunk_skip = skip[start:stop]
         rows = (chunk_skip >= 0).nonzero().squeeze(1)
         scores[rows, chunk_skip[rows]] = float("-inf")
-        top = scores.topk(depth, dim=1).indices.cpu().tolist()
+        best = _top_columns(scores, depth).cpu().tolist()
         # the masked id can only surface when depth == gallery size: drop it then
-        out.extend([gallery_ids[j] for j in row if j != s] for row, s in zip(top, chunk_skip.tolist()))
-    return out
+        top.extend([gallery_ids[j] for j in row if j != s] for row, s in zip(best, chunk_skip.tolist()))
+    return top, ranked_groups
 
 
-def subset_rankings(queries: torch.Tensor, image_emb: torch.Tensor, image_index: Mapping[str, int],
-                    triplets: Sequence[Triplet], chunk_size: int = 1024) -> Dict[str, List[str]]:
-    """CIRR subset ranking: per query, its ``members`` minus the reference, by descending cosine score.
+def topk_rankings(queries: torch.Tensor, gallery: torch.Tensor, gallery_ids: Sequence[str], k: int = RANKING_DEPTH,
+                  exclude: Optional[Sequence[Optional[str]]] = None, chunk_size: int = 1024) -> List[List[str]]:
+    """Top-``k`` gallery ids per query by cosine similarity, best first, equal scores in gallery order.
 
-    ``queries`` rows follow ``triplets``; ``image_emb[image_index[id]]`` is an image's embedding.
+    ``exclude[i]`` (an id or None) is masked to -inf before ``topk`` and never returned, so the
+    list still holds ``k`` ids when the gallery is large enough. Runs on the gallery's device.
+    """
+    return _rank(queries, gallery, gallery_ids, k, exclude, None, chunk_size)[0]
+
+
+def cirr_rankings(queries: torch.Tensor, gallery: torch.Tensor, gallery_ids: Sequence[str],
+                  triplets: Sequence[Triplet], k: int = RANKING_DEPTH,
+                  chunk_size: int = 1024) -> Tuple[Dict[str, List[str]], Dict[str, List[str]]]:
+    """CIRR's two rankings per query, ``(top-k, subset)``, both from one score matrix.
+
+    Top-``k``: the gallery without the query's reference, as :func:`topk_rankings`. Subset: the
+    query's ``members`` other than the reference that are in the gallery, by descending score,
+    equal scores in gallery order, so it is the gallery ranking restricted to the members.
+    ``queries`` rows follow ``triplets``.
     """
     if queries.shape[0] != len(triplets):
         raise ValueError(f"{queries.shape[0]} query rows for {len(triplets)} triplets")
-    members = [[m for m in t.members if m != t.reference] for t in triplets]
-    width = max((len(m) for m in members), default=0)
-    if width == 0:
-        return {t.qid: [] for t in triplets}
-    rows = torch.full((len(triplets), width), -1, dtype=torch.long)
-    for i, m in enumerate(members):
-        rows[i, :len(m)] = _row_index(m, image_index)
-    device = image_emb.device
-    queries = F.normalize(queries.to(device).float(), dim=-1)
-    rows = rows.to(device)
-    out: Dict[str, List[str]] = {}
-    for start in range(0, len(triplets), chunk_size):
-        r = rows[start:start + chunk_size]
-        emb = F.normalize(image_emb[r.clamp(min=0)].float(), dim=-1)           # [B, M, D]
-        scores = torch.einsum("bd,bmd->bm", queries[start:start + chunk_size], emb)
-        scores[r < 0] = float("-inf")
-        order = scores.argsort(dim=1, descending=True, stable=True).cpu().tolist()
-        for i, o in enumerate(order, start):
-            out[triplets[i].qid] = [members[i][j] for j in o if j < len(members[i])]
-    return out
+    groups = [[m for m in t.members if m != t.reference] for t in triplets]
+    top, subset = _rank(queries, gallery, gallery_ids, k, [t.reference for t in triplets], groups, chunk_size)
+    return ({t.qid: r for t, r in zip(triplets, top)}, {t.qid: s for t, s in zip(triplets, subset)})
 
 
 # ---------------------------------------------------------------------------- step 2: scoring
@@ -168,8 +219,9 @@ def score_cirr(triplets: Sequence[Triplet], rankings: Mapping[str, Sequence[str]
 
     The reference is dropped from every ranking first. Subset lists keep only the query's
     members (reference removed), in the given order; a member missing from the list is not
-    retrieved. Without ``subset_rankings`` they are derived from ``rankings``, which is exact
-    only when the target's subset rank is decided within those (usually top-50) lists.
+    retrieved. Without ``subset_rankings``, Rsubset@K and Avg are None (not available): a subset
+    ranking read off top-50 lists counts a target ranked in the subset's top 3 but below rank 50
+    as a miss, and a number that low must never pass for the metric.
     """
     _check_rankings(triplets, rankings)
     if subset_rankings is not None:
@@ -178,17 +230,21 @@ def score_cirr(triplets: Sequence[Triplet], rankings: Mapping[str, Sequence[str]
     subset_hits = dict.fromkeys(CIRR_SUBSET_KS, 0)
     for t in triplets:
         ranked = [x for x in rankings[t.qid] if x != t.reference]
-        members = set(t.members) - {t.reference}
-        source = ranked if subset_rankings is None else subset_rankings[t.qid]
-        subset = [x for x in source if x in members]
         for k in CIRR_KS:
             hits[k] += t.target in ranked[:k]
-        for k in CIRR_SUBSET_KS:
-            subset_hits[k] += t.target in subset[:k]
+        if subset_rankings is not None:
+            members = set(t.members) - {t.reference}
+            subset = [x for x in subset_rankings[t.qid] if x in members]
+            for k in CIRR_SUBSET_KS:
+                subset_hits[k] += t.target in subset[:k]
     n = len(triplets)
-    metrics = {f"R@{k}": _recall(hits[k], n) for k in CIRR_KS}
-    metrics.update({f"Rsubset@{k}": _recall(subset_hits[k], n) for k in CIRR_SUBSET_KS})
-    metrics["Avg"] = (metrics["R@5"] + metrics["Rsubset@1"]) / 2
+    metrics: dict = {f"R@{k}": _recall(hits[k], n) for k in CIRR_KS}
+    if subset_rankings is None:
+        metrics.update({f"Rsubset@{k}": None for k in CIRR_SUBSET_KS})
+        metrics["Avg"] = None
+    else:
+        metrics.update({f"Rsubset@{k}": _recall(subset_hits[k], n) for k in CIRR_SUBSET_KS})
+        metrics["Avg"] = (metrics["R@5"] + metrics["Rsubset@1"]) / 2
     return metrics
 
 
@@ -268,8 +324,8 @@ def evaluate(layout: str, split: Split, query_emb: torch.Tensor, image_emb: torc
             gallery_ids = next(iter(split.gallery.values()))
         else:
             raise DataError(f"CIRR split {split.name!r} needs one gallery, found {list(split.gallery)}")
-        rankings = rank(list(range(len(triplets))), gallery_ids, exclude)
-        subset = subset_rankings(query_emb, image_emb, image_index, triplets, chunk_size)
+        gallery = image_emb[_row_index(gallery_ids, image_index).to(image_emb.device)]
+        rankings, subset = cirr_rankings(query_emb, gallery, gallery_ids, triplets, RANKING_DEPTH, chunk_size)
         gallery_size = len(gallery_ids)
         metrics = score_cirr(triplets, rankings, subset) if triplets and split.has_targets else {}
         ks = list(CIRR_KS)

@@ -16,7 +16,13 @@ reference)`` ids. A list that holds its query's reference where the protocol dro
 always, FashionIQ with ``exclude_reference``) is scored on what remains, with a note counting
 such lists (rejecting them would reject the usual "reference first" mistake instead of
 measuring it). Subset lists hold distinct members of the query's
-``img_set`` (reference excluded) and at least ``min(3, members)`` of them. Scoring itself is
+``img_set`` (reference excluded) and at least ``min(3, members)`` of them.
+
+CIRR without a subset file: R@K are scored and Rsubset@K and Avg are None ("n/a" in the table,
+null in ``--json``), with a note naming the file to pass. Reading the subset ranking off the
+top-50 lists instead would count a target ranked below 50 but first in its ``img_set`` as a
+miss, a number far too low that looks like a real one; refusing to score would also withhold
+R@K, which the recall file alone gives exactly. Scoring itself is
 :func:`cirbench.eval.evaluation.score_fashioniq` / :func:`~cirbench.eval.evaluation.score_cirr`, the
 functions runs use, so saved rankings re-score to a run's ``metrics.json`` exactly.
 """
@@ -36,6 +42,9 @@ CIRR_VERSION = "rc2"
 CIRR_METRICS = ("recall", "recall_subset")
 SUBSET_DEPTH = max(CIRR_SUBSET_KS)
 HEADER_KEYS = ("version", "metric")
+SUBSET_NOTE = ("Rsubset@1/2/3 and Avg are n/a: they need the subset ranking, which top-50 lists cannot give "
+               "(a target below rank 50 may still lead its img_set); pass the \"metric\": \"recall_subset\" file "
+               "as --subset-predictions (runs save it as predictions/<split>_recall_subset.json)")
 
 
 def read_json_object(path: Path, what: str = "predictions") -> dict:
@@ -246,7 +255,7 @@ def score_file(layout: str, annotations: Path, split: str, predictions: Path,
             subset = check_subset_rankings({k: v for k, v in sub_obj.items() if k not in HEADER_KEYS}, triplets,
                                            str(subset_predictions))
         else:
-            notes.append("Rsubset@K derived from the main ranking (members absent from it count as not retrieved)")
+            notes.append(SUBSET_NOTE)
         metrics = score_cirr(triplets, ranked, subset)
     n_missing = len(data.triplets) - len(triplets)
     if n_missing:

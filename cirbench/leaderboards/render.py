@@ -1,7 +1,10 @@
 """Printing leaderboards: the paper's table as reported, and cirbench's numbers beside it.
 
 Decisions: the comparison is laid out paper row / cirbench row / difference row, under the
-paper's own columns, so it reads like the paper's table.
+paper's own columns, so it reads like the paper's table. A row whose cirbench run is not the model
+the paper ran (the row's ``approximation``) is labelled "cirbench, approximation" and its reason is
+printed under the table: such numbers are never presented as regenerated. A cirbench row scored on
+another split, or with another gallery protocol, than the paper's says so in its label.
 """
 from __future__ import annotations
 
@@ -63,20 +66,27 @@ def render_paper(lb: Leaderboard, fmt: str = "terminal") -> str:
     return text + _notes(lb, fmt)
 
 
+def _approximations(lb: Leaderboard) -> List[str]:
+    return [f"approximation: {r.method} (cirbench's {r.ours}): {r.approximation}"
+            for r in lb.paper.rows if r.approximation] if lb.paper else []
+
+
 def _notes(lb: Leaderboard, fmt: str) -> str:
-    if not lb.notes or fmt == "csv":
+    notes = _approximations(lb) + lb.notes
+    if not notes or fmt == "csv":
         return ""
     if fmt == "latex":
-        return "".join(f"% {n}\n" for n in lb.notes)
-    return "".join(f"- {n}\n" for n in lb.notes)
+        return "".join(f"% {n}\n" for n in notes)
+    return "".join(f"- {n}\n" for n in notes)
 
 
 def compare(lb: Leaderboard, runs: Sequence[RunRecord], which: str = "best") -> List[Tuple[TableData, List[List[Any]]]]:
     """Paper rows beside cirbench's, per cirbench table (dataset × backbone × protocol).
 
     Each comparison row is ``[method, rate, kind, values]`` with kind one of "paper",
-    "paper only", "paper (not run)", "cirbench", "difference", "cirbench only"; cirbench values are
-    ``(mean, std)``, the others numbers or None.
+    "paper only", "paper (not run)", "cirbench", "cirbench approximation" (the paper row's
+    ``approximation`` is set), "difference", "cirbench only"; cirbench values are ``(mean, std)``,
+    the others numbers or None.
     """
     if lb.paper is None:
         return []
@@ -97,7 +107,8 @@ def compare(lb: Leaderboard, runs: Sequence[RunRecord], which: str = "best") -> 
             used.add((mine.method, mine.noise_rate))
             cells = [mine.cells[index[c]][:2] for c in p.columns]
             diff = [None if v is None or m is None else m - v for v, (m, _) in zip(pr.values, cells)]
-            rows += [[pr.method, pr.rate, "paper", pr.values], [mine.method, pr.rate, "cirbench", cells],
+            kind = "cirbench approximation" if pr.approximation else "cirbench"
+            rows += [[pr.method, pr.rate, "paper", pr.values], [mine.method, pr.rate, kind, cells],
                      [mine.method, pr.rate, "difference", diff]]
         for key, r in ours.items():
             if key not in used:
@@ -106,8 +117,23 @@ def compare(lb: Leaderboard, runs: Sequence[RunRecord], which: str = "best") -> 
     return out
 
 
+def protocol_gap(table: TableData, paper) -> str:
+    """How the protocol of cirbench's ``table`` differs from the paper's ("" when it does not, or is
+    not known): another split, or the reference kept where the paper removed it (or the reverse)."""
+    gaps = []
+    if table.split and table.split != paper.split:
+        gaps.append(f"{table.split} split, the paper {paper.split}")
+    if None not in (table.reference_in_gallery, paper.reference_in_gallery) and \
+            table.reference_in_gallery != paper.reference_in_gallery:
+        kept = lambda flag: "kept" if flag else "removed"  # noqa: E731
+        gaps.append(f"reference {kept(table.reference_in_gallery)} in the gallery, the paper "
+                    f"{kept(paper.reference_in_gallery)} it")
+    return "; ".join(gaps)
+
+
 _KIND_TEXT = {"paper": "paper", "paper only": "paper only (not in cirbench)",
               "paper (not run)": "paper (cirbench method not installed)", "cirbench": "cirbench",
+              "cirbench approximation": "cirbench, approximation (see below)",
               "difference": "cirbench - paper", "cirbench only": "cirbench only (no paper number)"}
 
 
@@ -120,17 +146,21 @@ def render_comparison(lb: Leaderboard, runs: Sequence[RunRecord], fmt: str = "te
     noise_type = lb.grid.get("noise_type", "mixed")
     texts = []
     for table, rows in compare(lb, runs, which):
+        gap = protocol_gap(table, p)
         has_noise = any(r[1] for r in rows)
         headers = ["Method", *["Noise"] * has_noise, "Numbers", *p.columns]
         body = []
         for method, rate, kind, values in rows:
-            if kind in ("cirbench", "cirbench only"):
+            if kind in ("cirbench", "cirbench approximation", "cirbench only"):
                 cells = [format_cell(m, s, latex) for m, s in values]
             elif kind == "difference":
                 cells = [("--" if latex else "-") if d is None else f"{d:+.2f}" for d in values]
             else:
                 cells = [_num(v, latex) for v in values]
-            body.append([method, *[_noise_text(rate, noise_type)] * has_noise, _KIND_TEXT[kind], *cells])
+            label = _KIND_TEXT[kind]
+            if gap and kind.startswith("cirbench"):
+                label += f" [{gap}]"
+            body.append([method, *[_noise_text(rate, noise_type)] * has_noise, label, *cells])
         title = (f"{lb.name}: cirbench beside {lb.citation}. Paper: {p.split} split, as reported. "
                  f"cirbench: {table.title}. Difference = cirbench - paper")
         texts.append(_table_out(title, headers, body, fmt, left=len(headers) - len(p.columns)) + _notes(lb, fmt))

@@ -10,15 +10,20 @@ A leaderboard file (``cirbench/leaderboards/<name>.yaml``, installed with the pa
     paper:                               # optional (shapes-noise has none)
       layout: fashioniq                  # the metric layout of the reported numbers
       split: val                         # the split the paper reports
+      reference_in_gallery: false        # optional: the paper's FashionIQ gallery protocol
       columns: [Dress R@10, ...]         # headers of cirbench's tables (cirbench.report.tables.COLUMNS)
       rows:
-        - {method: CLIP4Cir, backbone: CLIP, values: [...], ours: clip4cir, noise: 0.2}
+        - {method: CLIP4Cir, backbone: CLIP, values: [...], ours: clip4cir, noise: 0.2,
+           approximation: "why cirbench's run is not the paper's model"}
     notes: [...]
 
 ``grid`` takes the keys of a ``cirbench run --spec`` file. ``values`` are the paper's numbers
 as printed (``null`` where the paper gives none). ``ours`` names the cirbench method that
 reimplements the row; rows without it are shown as the paper's numbers only. ``noise`` is the
-row's training noise rate (absent: clean).
+row's training noise rate (absent: clean). ``approximation`` says why cirbench's row is not the
+model the paper ran (a frozen-feature head where the paper fine-tuned, another backbone); such
+rows are printed as approximations, never as regenerated. ``reference_in_gallery`` (absent: not
+stated) is compared with the protocol cirbench's runs used.
 
 Running a leaderboard's grid is :mod:`cirbench.leaderboards.run`; printing it beside the paper,
 :mod:`cirbench.leaderboards.render`.
@@ -40,8 +45,9 @@ from ..report.tables import COLUMNS
 
 _TOP_KEYS = {"name", "title", "source", "grid", "paper", "notes"}
 _SOURCE_KEYS = {"paper", "arxiv", "venue", "table"}
-_PAPER_KEYS = {"layout", "split", "columns", "rows"}
-_ROW_KEYS = {"method", "backbone", "values", "ours", "noise"}
+_PAPER_KEYS = {"layout", "split", "columns", "rows", "reference_in_gallery"}
+_PAPER_REQUIRED = {"layout", "split", "columns", "rows"}
+_ROW_KEYS = {"method", "backbone", "values", "ours", "noise", "approximation"}
 
 @dataclass
 class PaperRow:
@@ -50,6 +56,7 @@ class PaperRow:
     backbone: Optional[str] = None
     ours: Optional[str] = None
     noise: Optional[float] = None
+    approximation: Optional[str] = None  # why cirbench's row is not the paper's model
 
     @property
     def rate(self) -> float:
@@ -62,6 +69,7 @@ class PaperTable:
     split: str
     columns: List[str]
     rows: List[PaperRow]
+    reference_in_gallery: Optional[bool] = None  # the paper's FashionIQ gallery protocol, when stated
 
 
 @dataclass
@@ -162,7 +170,10 @@ def _check_grid(grid: Dict[str, Any], where: str) -> Dict[str, Any]:
 
 
 def _parse_paper(raw: Any, grid: Dict[str, Any], where: str) -> PaperTable:
-    _keys(raw, _PAPER_KEYS, _PAPER_KEYS, where, "'paper'")
+    _keys(raw, _PAPER_KEYS, _PAPER_REQUIRED, where, "'paper'")
+    reference = raw.get("reference_in_gallery")
+    if reference is not None and not isinstance(reference, bool):
+        _fail(where, f"'paper.reference_in_gallery' must be true or false, got {reference!r}")
     layout = raw["layout"]
     if layout not in COLUMNS:
         _fail(where, f"'paper.layout' is {layout!r}; choose from {', '.join(COLUMNS)}")
@@ -198,14 +209,19 @@ def _parse_paper(raw: Any, grid: Dict[str, Any], where: str) -> PaperTable:
         ours = r.get("ours")
         if ours is not None and (not isinstance(ours, str) or (ours not in literal and not wildcard)):
             _fail(where, f"{at}.ours is {ours!r}, which 'grid.methods' does not run ({', '.join(literal)})")
+        approximation = r.get("approximation")
+        if approximation is not None and (not isinstance(approximation, str) or not approximation.strip()):
+            _fail(where, f"{at}.approximation must say, in words, why cirbench's row is not the paper's model")
+        if approximation is not None and ours is None:
+            _fail(where, f"{at}.approximation describes cirbench's row, but the row has no 'ours'")
         key = (str(r["method"]), float(noise or 0))
         if key in seen:
             _fail(where, f"{at} repeats method {key[0]!r} at noise {key[1]:g}")
         seen.add(key)
         rows.append(PaperRow(str(r["method"]), [None if v is None else float(v) for v in values],
                              None if r.get("backbone") is None else str(r["backbone"]), ours,
-                             None if noise is None else float(noise)))
-    return PaperTable(layout, str(raw["split"]), list(columns), rows)
+                             None if noise is None else float(noise), approximation))
+    return PaperTable(layout, str(raw["split"]), list(columns), rows, reference)
 
 
 def is_number(x: Any) -> bool:

@@ -4,8 +4,10 @@ Built on :func:`cirbench.report.tables.build_tables` (the same grouping and mean
 as every other table); each cell is the primary metric of its layout (FashionIQ average R@10,
 CIRR Avg; :data:`cirbench.eval.evaluation.PRIMARY_METRIC`).
 
-Decisions: one table per dataset table (dataset × backbone × protocol) and noise type, the
-clean column shared by all noise types; best and second best per column are ranked on the
+Decisions: one table per dataset table (dataset × backbone × protocol × preprocessing ×
+noise-seed mode, see :mod:`cirbench.report.tables`) and noise type, the clean column shared by all
+noise types; the caption says how the noise was seeded ("noise seed 0" or "noise seed = training
+seed") and names a preprocessing other than the default; best and second best per column are ranked on the
 means as printed (two decimals), so equal-looking numbers share a mark; markdown underlines
 with ``<u>`` (markdown has no underline of its own), LaTeX with ``\\underline``, the terminal
 with ANSI codes when it is a colour terminal and ``*best*`` / ``_second_`` otherwise.
@@ -26,8 +28,10 @@ from .tables import (
     build_tables,
     format_cell,
     latex_escape,
+    noise_seed_text,
     render_text,
     seeds_text,
+    sorted_seeds,
 )
 
 METRIC_NAMES = {"fashioniq": "FashionIQ average R@10", "cirr": "CIRR Avg = (R@5 + Rsubset@1)/2"}
@@ -47,6 +51,8 @@ class RobustnessTable:
     noise_seeds: List[int]
     rates: List[float]
     rows: Dict[str, Dict[float, Cell]] = field(default_factory=dict)
+    noise_seed_same: bool = False  # noise drawn with each run's training seed (--noise-seed same)
+    preprocess: str = "clip"
 
     @property
     def metric(self) -> str:
@@ -64,12 +70,17 @@ class RobustnessTable:
         return known.description if known else self.noise_type
 
     @property
+    def noise_seed(self) -> str:
+        """"noise seed 0", "noise seeds 0, 3", "noise seed = training seed" ("noise seed -" when unknown)."""
+        return noise_seed_text(self.noise_seeds, self.noise_seed_same) or "noise seed -"
+
+    @property
     def caption(self) -> str:
-        seeds = ", ".join(map(str, self.noise_seeds)) or "-"
+        preprocessing = "" if self.preprocess == "clip" else f"; preprocessing {self.preprocess}"
         return (f"Noise robustness on {self.dataset} ({self.layout} layout): {self.metric} (%), {self.which} epoch, "
                 f"mean ± sample std over {self.seeds}. Noise: {self.noise_type} "
-                f"({self.noise_description}), noise seed {seeds}. "
-                f"Backbone {self.backbone}; {self.protocol}. Best per column in bold, second underlined")
+                f"({self.noise_description}), {self.noise_seed}. "
+                f"Backbone {self.backbone}{preprocessing}; {self.protocol}. Best per column in bold, second underlined")
 
     def marks(self) -> Dict[Tuple[str, float], int]:
         """(method, rate) -> 1 for the best mean of its column, 2 for the second."""
@@ -86,19 +97,16 @@ class RobustnessTable:
 
 def build_robustness(runs: Sequence[RunRecord], which: str = "best") -> Dict[str, RobustnessTable]:
     """One robustness table per cirbench table and noise type (name -> table)."""
-    noise_seeds: Dict[str, set] = {}
-    for run in runs:
-        if float(run.noise.get("rate") or 0) > 0:
-            noise_seeds.setdefault(run.dataset, set()).add(run.noise.get("seed"))
     out: Dict[str, RobustnessTable] = {}
     for name, table in build_tables(runs, which=which).items():
         col = next(i for i, c in enumerate(table.columns) if c.path == PRIMARY_METRIC[table.layout])
         types = sorted({r.noise_type for r in table.rows} - {"clean"}) or [CLEAN_ONLY]
         for noise_type in types:
             rows = [r for r in table.rows if r.noise_type in (noise_type, "clean")]
+            seeds = sorted_seeds(s for r in rows for s in r.noise_seeds)
             rt = RobustnessTable(table.dataset, table.layout, table.backbone, table.protocol, which, noise_type,
-                                 sorted(s for s in noise_seeds.get(table.dataset, ()) if s is not None),
-                                 sorted({r.noise_rate for r in rows}))
+                                 seeds, sorted({r.noise_rate for r in rows}), noise_seed_same=table.noise_seed_same,
+                                 preprocess=table.preprocess)
             for r in rows:
                 rt.rows.setdefault(r.method, {})[r.noise_rate] = r.cells[col]
             out[name if len(types) == 1 else f"{name} [{noise_type}]"] = rt

@@ -5,9 +5,17 @@ Tables are built from finished runs as :func:`cirbench.runs.read_runs` returns t
 
 Decisions:
 
-- One table per dataset (a dataset seen with several backbones or evaluation protocols gets one
-  table per combination, so incompatible numbers are never averaged). Rows are
-  (method, noise type, noise rate), sorted by method then rate; seeds are aggregated.
+- One table per dataset (a dataset seen with several backbones, evaluation protocols, image
+  preprocessings or noise-seed modes gets one table per combination, so incompatible numbers are
+  never averaged). Rows are (method, noise type, noise rate), sorted by method then rate; seeds
+  are aggregated.
+- The noise-seed mode is "fixed" (one noise draw for every training seed: ``noise seed 0``) or
+  "same" (``--noise-seed same``: the draw follows the training seed, so the spread over seeds
+  includes it: ``noise seed = training seed``); the title says which. Clean runs draw no noise:
+  they belong to every table of their dataset, backbone, protocol and preprocessing, whatever
+  the noise-seed mode (so both tables show the clean row).
+- The preprocessing (``clip`` or ``targetpad:RATIO``, :mod:`cirbench.backbones.preprocess`) is
+  named in the title and the table's name when it is not the default ``clip``.
 - Cells are the mean and the *sample* standard deviation (ddof=1) over seeds; one seed shows
   the mean alone. A value missing from some seeds is averaged over the seeds that have it.
 - Columns are data: :data:`COLUMNS` holds one list of :class:`Column` per layout, each a header
@@ -26,7 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from tabulate import tabulate
 
 from ..errors import ConfigError
-from ..runs import RunRecord
+from ..runs import DEFAULT_PREPROCESS, RunRecord
 
 FORMATS = ("terminal", "markdown", "latex", "csv")
 
@@ -72,6 +80,7 @@ class Row:
     noise_rate: float
     seeds: List[Any]
     cells: List[Tuple[Optional[float], Optional[float], int]]
+    noise_seeds: List[Any] = field(default_factory=list)  # the noise seeds of its runs (noisy rows only)
 
     @property
     def noise(self) -> str:
@@ -87,6 +96,10 @@ class TableData:
     protocol: str
     columns: List[Column]
     rows: List[Row] = field(default_factory=list)
+    preprocess: str = DEFAULT_PREPROCESS
+    noise_seed_same: bool = False  # the noisy runs drew their noise with their training seed
+    split: Optional[str] = None  # the evaluation split the runs were scored on (from their protocol)
+    reference_in_gallery: Optional[bool] = None  # whether the reference stayed in the gallery
 
     @property
     def seeds(self) -> str:
@@ -99,10 +112,43 @@ class TableData:
         return f"noise {', '.join(types) or 'none'} at rates {', '.join(f'{x:g}' for x in rates)}"
 
     @property
+    def noise_seeds(self) -> List[Any]:
+        return sorted_seeds(s for r in self.rows for s in r.noise_seeds)
+
+    @property
+    def noise_seed(self) -> str:
+        """"noise seed 0", "noise seeds 0, 1" or "noise seed = training seed"; "" for a clean-only table."""
+        return noise_seed_text(self.noise_seeds, self.noise_seed_same,
+                               any(r.noise_type != "clean" for r in self.rows))
+
+    @property
+    def preprocessing(self) -> str:
+        """"preprocessing targetpad:1.25"; "" for the default (clip)."""
+        return "" if self.preprocess == DEFAULT_PREPROCESS else f"preprocessing {self.preprocess}"
+
+    @property
     def title(self) -> str:
         parts = [f"{self.dataset} ({self.layout} layout)", f"{self.which}-epoch metrics", self.protocol,
-                 self.noise, f"backbone {self.backbone}", f"mean ± sample std over {self.seeds}"]
+                 self.noise, self.noise_seed, f"backbone {self.backbone}", self.preprocessing,
+                 f"mean ± sample std over {self.seeds}"]
         return "; ".join(p for p in parts if p)
+
+
+def sorted_seeds(seeds) -> List[Any]:
+    """Distinct seeds, None left out, numbers in numeric order (anything else after them)."""
+    return sorted({s for s in seeds if s is not None},
+                  key=lambda s: (0, s, "") if isinstance(s, (int, float)) else (1, 0, str(s)))
+
+
+def noise_seed_text(seeds: Sequence[Any], same: bool, noisy: bool = True) -> str:
+    """How the noise was seeded, for titles and captions ("" when nothing was noisy)."""
+    if not noisy:
+        return ""
+    if same:
+        return "noise seed = training seed"
+    if not seeds:
+        return ""
+    return f"noise seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def seeds_text(counts) -> str:
@@ -152,28 +198,49 @@ def build_tables(runs: Sequence[RunRecord], which: str = "best",
     if which not in ("best", "last"):
         raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
     groups: Dict[tuple, Dict[tuple, List[dict]]] = {}
+    clean: List[Tuple[tuple, RunRecord]] = []
     for run in runs:
         layout = run.layout
         if layout not in COLUMNS:
             raise ConfigError(f"run {run.dir} has unknown layout {layout!r}")
-        table_key = (run.dataset, layout, run.backbone, _protocol(run.metrics))
+        base = (run.dataset, layout, run.backbone, _protocol(run.metrics), run.preprocess)
         row_key = (run.method, *noise_key(run))
-        groups.setdefault(table_key, {}).setdefault(row_key, []).append(run)
+        if row_key[1] == "clean":
+            clean.append((base, run))
+        else:
+            groups.setdefault((*base, run.noise_seed_same), {}).setdefault(row_key, []).append(run)
+    for base, run in clean:  # a clean run joins every noise-seed mode of its table (both show the clean row)
+        keys = [k for k in groups if k[:-1] == base] or [(*base, False)]
+        for key in keys:
+            groups.setdefault(key, {}).setdefault((run.method, *noise_key(run)), []).append(run)
 
     per_dataset: Dict[str, int] = {}
     for dataset, *_ in groups:
         per_dataset[dataset] = per_dataset.get(dataset, 0) + 1
     tables: Dict[str, TableData] = {}
-    for (dataset, layout, backbone, protocol), rows in sorted(groups.items()):
+    for (dataset, layout, backbone, protocol, preprocess, same), rows in sorted(groups.items()):
         columns = COLUMNS[layout] + list((extra_columns or {}).get(layout, []))
-        table = TableData(dataset, layout, which, backbone, protocol, columns)
+        scored = next(iter(rows.values()))[0].metrics.get("protocol") or {}  # one protocol per table
+        table = TableData(dataset, layout, which, backbone, protocol, columns, preprocess=preprocess,
+                          noise_seed_same=same, split=scored.get("split"),
+                          reference_in_gallery=scored.get("reference_in_gallery"))
         for (method, noise_type, rate), members in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
             cells = [_aggregate([v for v in (_value(r, c, which) for r in members) if v is not None]) for c in columns]
             seeds = [r.seed for r in members]
-            table.rows.append(Row(method, noise_type, rate, seeds, cells))
-        name = dataset if per_dataset[dataset] == 1 else f"{dataset} [{backbone}; {protocol}]"
-        tables[name] = table
+            noise_seeds = [] if noise_type == "clean" else sorted_seeds(r.noise.get("seed") for r in members)
+            table.rows.append(Row(method, noise_type, rate, seeds, cells, noise_seeds))
+        tables[_table_name(table, per_dataset[dataset] > 1)] = table
     return tables
+
+
+def _table_name(table: TableData, several: bool) -> str:
+    """The dataset, and when it has several tables what tells them apart: ``shapes-cirr [tiny;
+    val split; preprocessing targetpad:1.25; noise seed = training seed]``."""
+    if not several:
+        return table.dataset
+    parts = [table.backbone, table.protocol, table.preprocessing,
+             "noise seed = training seed" if table.noise_seed_same else ""]
+    return f"{table.dataset} [{'; '.join(p for p in parts if p)}]"
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -204,12 +271,15 @@ def _body(table: TableData, latex: bool = False) -> Tuple[List[str], List[List[s
 
 
 def _csv(tables: Sequence[TableData]) -> str:
-    key_fields = ["dataset", "layout", "which", "backbone", "protocol", "method", "noise_type", "noise_rate", "n_seeds"]
+    key_fields = ["dataset", "layout", "which", "backbone", "protocol", "preprocess", "method", "noise_type",
+                  "noise_rate", "noise_seed", "n_seeds"]
     records = []
     for table in tables:
         for r in table.rows:
+            noise_seed = "same" if table.noise_seed_same and r.noise_type != "clean" else " ".join(map(str, r.noise_seeds))
             record = dict(zip(key_fields, [table.dataset, table.layout, table.which, table.backbone, table.protocol,
-                                           r.method, r.noise_type, f"{r.noise_rate:g}", len(r.seeds)]))
+                                           table.preprocess, r.method, r.noise_type, f"{r.noise_rate:g}", noise_seed,
+                                           len(r.seeds)]))
             for c, (m, s, _) in zip(table.columns, r.cells):
                 record[f"{c.header} mean"] = "" if m is None else f"{m:.4f}"
                 record[f"{c.header} std"] = "" if s is None else f"{s:.4f}"

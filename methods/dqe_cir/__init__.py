@@ -6,7 +6,7 @@ conditioned on the text, and target-relative negatives: candidates scored agains
 query from a mid-zone (hand-set bounds) without easy or likely false negatives, refreshed at intervals; trained with
 a pairwise objective, a KL term and attribute-specific margin losses.
 
-Where the paper is silent, cirbench chose (measured: benchmarks/results/dqe_cir_ablation.md, "Design measurements"):
+Where the paper is silent, cirbench chose (measured: benchmarks/results/dqe_cir_ablation.md, its design checks):
 
 * Global query ``q_g``: the CLIP4Cir Combiner (``cirbench_methods.combiner``) over the normalised reference and
   text, not BLIP-2: all methods share the frozen features, so the ablation against ``clip4cir`` isolates DQE-CIR.
@@ -14,18 +14,31 @@ Where the paper is silent, cirbench chose (measured: benchmarks/results/dqe_cir_
   ``head_ratio`` × d) on the Combiner's projected ``z``: an attribute edit moves the reference along one attribute,
   so each head predicts only that change; the margin losses make it attribute-specific.
 * Weights ``w = softmax(G([text, log1p(counts)]) + β ⊙ [0, r_color, r_shape])`` over (global, colour, shape),
-  ``q = Σ w_a q_a``; ``counts``: colour / shape words of the raw text (:mod:`.attributes`, via ``text_side_features``,
-  never metadata), ``r_a`` their shares. ``G`` starts at zero, β at ``attribute_prior``: the wording sets the weights
-  from step one, training re-weighs them. Only *classes* are counted; which colour comes from the text embedding.
+  ``q = Σ w_a q_a``; ``counts``: colour / shape words of the raw text (:mod:`.attributes`: general colour, pattern,
+  shape and garment vocabularies, never a generator's words or metadata; via ``text_side_features``), ``r_a``
+  their shares. ``G`` starts at zero, β at ``attribute_prior``: the wording sets the weights from step one,
+  training re-weighs them. Only *classes* are counted; which colour comes from the text embedding.
 * Δ-score ``Δ_j = (s(q, t) − s(q, c_j)) / σ_q`` (current model's cosines; σ_q their std over all candidates):
   standardised so hand-set bounds carry over between backbones and training stages, whose raw gaps differ in scale.
   Candidates: training references and targets except the query's own. Mid-zone ``delta_low < Δ < delta_high``
   (0.05 / 0.5; lower: ties with or beats the target, a likely false negative or noisy label; higher: easy), one
   drawn uniformly; an empty zone masks only that query's pairwise, KL and margin terms (``midzone_coverage``,
   ``midzone_size`` logged). Bounds from one shapes-cirr measurement; other data: ``--set dqe-cir.delta_low=…``.
-* Refresh every ``refresh_every`` = 2 epochs in ``on_epoch_start`` (eval mode, epoch 0 included): five refreshes in
-  10 epochs follow the moving space (QuRe, a related method: every 6 epochs). The negatives are part of
-  ``get_extra_state``, so a resumed run keeps them.
+* Schedule: ``warmup_epochs`` = 1 epoch of InfoNCE alone, then a refresh in ``on_epoch_start`` every
+  ``refresh_every`` = 2 epochs (eval mode; epochs 1, 3, 5, 7, 9 of 10: five refreshes follow the moving space;
+  QuRe, a related method: every 6 epochs). The paper refreshes "as the space moves" and is silent on the start.
+  The Δ-score is the model's own, and an untrained one's comes mostly from random MLPs over the frozen features:
+  its mid-zone shares few members with the zone one epoch later, yet would be kept for ``refresh_every`` epochs.
+  So the first negatives come from a model trained for one epoch. ``warmup_epochs=0`` refreshes at epoch 0
+  (measured: within the seed spread of the default). The negatives are part of ``get_extra_state``, so a
+  resumed run keeps them.
+* Captions: training draws one of a triplet's training captions at random per step (FashionIQ: c1+c2,
+  c2+c1, c1, c2; CIRR: its one caption) and the batch does not say which, so one negative per triplet must
+  suit all of them: Δ is computed under every training caption and the minimum kept (the wording that
+  makes the candidate hardest). A candidate that ties with the target under one caption is a likely false
+  negative for that caption: c1 alone often names only one of two edits, and the image with only that
+  edit is then as good a match as the target, though the evaluation caption (c1+c2) ranks it below (common
+  on shapes-fashioniq, see the results file). Costs one query pass per caption per refresh.
 * Loss (weights ``pair_weight`` 1, ``kl_weight`` 0.5, ``margin_weight`` 0.5 keep InfoNCE the largest term): InfoNCE
   over in-batch targets (kept: the global ranking needs it) + pairwise ``−log σ((s⁺ − s⁻)/τ_p)`` + KL from the
   query's (target, negative) distribution to the target's own, ``softmax([1, t·n]/τ_p)``, so a related negative
@@ -90,6 +103,7 @@ class DqeCir(Method):
         delta_low: float = 0.05
         delta_high: float = 0.5
         refresh_every: int = 2
+        warmup_epochs: int = 1  # epochs of InfoNCE alone before the first refresh
         pair_temperature: float = 0.05
         pair_weight: float = 1.0
         kl_weight: float = 0.5
@@ -108,6 +122,8 @@ class DqeCir(Method):
             raise ConfigError(f"dqe-cir needs delta_low < delta_high, got {hp.delta_low} and {hp.delta_high}")
         if hp.refresh_every < 1:
             raise ConfigError(f"dqe-cir.refresh_every must be >= 1 epoch, got {hp.refresh_every}")
+        if hp.warmup_epochs < 0:
+            raise ConfigError(f"dqe-cir.warmup_epochs must be >= 0, got {hp.warmup_epochs}")
         d = dims.embed
         self.combiner = Combiner.from_hparams(d, hp)
         self.use_attributes = hp.ablation != "no-attr"
@@ -153,21 +169,30 @@ class DqeCir(Method):
         return self.queries(reference, text)[0]
 
     # -- target-relative negatives ----------------------------------------------------------------
+    def refresh_due(self, epoch: int) -> bool:
+        """Whether the negatives are redrawn at the start of ``epoch`` (see the module docstring)."""
+        first = self.hp.warmup_epochs
+        return epoch >= first and (epoch - first) % self.hp.refresh_every == 0
+
     def on_epoch_start(self, ctx: TrainContext) -> None:
-        if ctx.epoch % self.hp.refresh_every == 0 or self.negatives is None or \
-                self.negatives.shape[0] != len(ctx.train):
+        if ctx.epoch < self.hp.warmup_epochs:
+            self.negatives = None  # warm-up: InfoNCE alone
+        elif self.refresh_due(ctx.epoch) or self.negatives is None or self.negatives.shape[0] != len(ctx.train):
             self.refresh_negatives(ctx)
 
     @torch.no_grad()
     def refresh_negatives(self, ctx: TrainContext, chunk: int = 1024) -> None:
-        """One negative per training triplet from the current model's Δ-scores (see module docstring)."""
+        """One negative per training triplet from the current model's Δ-scores, the minimum over the
+        triplet's training captions (see module docstring)."""
         train, hp = ctx.train, self.hp
         was_training = self.training
         self.eval()
         feats = train.images.features
         pool = torch.unique(torch.cat([train.reference_rows, train.target_rows]))
         gallery = self.gallery_embeddings(feats[pool])  # [M, D], normalised
-        queries = self.query_embeddings(feats[train.reference_rows], train.texts.features[train.text_rows[:, 0]])
+        references = feats[train.reference_rows]
+        queries = [self.query_embeddings(references, train.texts.features[train.text_rows[:, v]])
+                   for v in range(train.text_rows.shape[1])]  # one [N, D] per training caption
         # position of each triplet's target / reference in the pool
         where = torch.full((feats.embed.shape[0],), -1, dtype=torch.long, device=pool.device)
         where[pool] = torch.arange(pool.shape[0], device=pool.device)
@@ -176,14 +201,18 @@ class DqeCir(Method):
         seed = int(torch.randint(2**31 - 1, (1,), generator=ctx.generator)) if ctx.generator is not None else 0
         gen = torch.Generator(device=gallery.device).manual_seed(seed)
         picks, sizes = [], []
-        for s in range(0, queries.shape[0], chunk):
-            sims = queries[s:s + chunk] @ gallery.t()
-            rows = torch.arange(sims.shape[0], device=sims.device)
-            spread = sims.std(-1, keepdim=True).clamp_min(1e-6)
-            delta = (sims[rows, tgt[s:s + chunk]][:, None] - sims) / spread
-            forbidden = torch.zeros_like(sims, dtype=torch.bool)
-            forbidden[rows, tgt[s:s + chunk]] = True
-            forbidden[rows, ref[s:s + chunk]] = True
+        for s in range(0, len(train), chunk):
+            rows = torch.arange(min(chunk, len(train) - s), device=pool.device)
+            t, r = tgt[s:s + chunk], ref[s:s + chunk]
+            delta = None
+            for q in queries:
+                sims = q[s:s + chunk] @ gallery.t()
+                spread = sims.std(-1, keepdim=True).clamp_min(1e-6)
+                d = (sims[rows, t][:, None] - sims) / spread
+                delta = d if delta is None else torch.minimum(delta, d)
+            forbidden = torch.zeros_like(delta, dtype=torch.bool)
+            forbidden[rows, t] = True
+            forbidden[rows, r] = True
             picks.append(select_midzone(delta, forbidden, low, high, gen))
             sizes.append(((delta > low) & (delta < high) & ~forbidden).sum(-1))
         pick = torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long, device=pool.device)

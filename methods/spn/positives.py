@@ -1,21 +1,27 @@
 """Generated training triplets from unlabelled image pairs (SPN's "scaling positives").
 
-1. **Pool.** Every training image (the train split's galleries) that has a caption; images whose
-   frozen embeddings are identical (cosine >= ``DUPLICATE_COSINE``: the same pixels) are merged
-   first, so an image is never paired with a copy of itself.
-2. **Pairing by a similarity-rank window.** For a reference, every other pool image is ranked by
-   cosine similarity of the backbone's image embeddings (rank 0 = its nearest other image) and
-   ``per_reference`` targets are drawn uniformly, without replacement, from ranks ``[lo, hi)``:
-   not so close that the pair is a near-copy, not so far that it is unrelated. Bounds below 1 are
-   fractions of the pool, 1 and above absolute ranks.
+1. **Pool** (:func:`triplet_pool`): the images of the training triplets, references and targets,
+   deduplicated — SPN4CIR pairs ``CIRDataset.imagenames`` of its train split (``zscir/data_utils_gen.py``,
+   ``zscir/get_cir_data.py``), which lists each reference and target once, not the split's image list;
+   pixel-identical copies are then merged into one entry (``zscir/deduplicate_images.py`` writes
+   ``optimized_images.json``). Here copies are images whose pairing embeddings are identical (cosine >=
+   ``DUPLICATE_COSINE``: the same pixels give the same embedding), so an image is never paired with a
+   copy of itself.
+2. **Pairing by a similarity-rank window** (:func:`pair_by_window`). For a reference, every other pool
+   image is ranked by cosine similarity of image embeddings (rank 0 = its nearest other image) and
+   ``per_reference`` targets are drawn uniformly, without replacement, from ranks ``[lo, hi)``: not so
+   close that the pair is a near-copy, not so far that it is unrelated. Bounds below 1 are fractions
+   of the candidates, 1 and above absolute ranks.
 3. **Modification text** from a template over the two captions (:data:`TEMPLATES`), one drawn per
-   text. A text the text encoder cannot hold (longer than its context) falls back to the target
+   triplet. A text the text encoder cannot hold (longer than its context) falls back to the target
    caption alone, as the SPN code does when CLIP's tokenizer rejects a text.
 4. Optionally keep a random subset of ``max_triplets``.
 
-Triplets come out in cirbench's data model (FashionIQ: two texts from two caption phrasings,
-category of the reference; CIRR: one text) and :func:`write_official` writes them in the
-dataset's official JSON layout.
+Each generated triplet has one text, as in SPN4CIR (FashionIQ with template "{tgt}": ``captions`` =
+[target caption]). cirbench's FashionIQ triplets hold two captions, so a generated FashionIQ triplet
+carries its one text twice; SPN trains on that text alone (``cirbench_methods.spn``, never
+"A and A"). The category of a FashionIQ triplet is its reference's. :func:`write_official` writes
+the triplets in the dataset's official JSON layout, with the one text.
 """
 from __future__ import annotations
 
@@ -75,16 +81,36 @@ def window_bounds(n_others: int, low: float, high: float) -> Tuple[int, int]:
     return lo, hi
 
 
+def triplet_pool(triplets: Sequence[Triplet]) -> Tuple[List[str], Dict[str, str]]:
+    """The images SPN pairs: every reference and target of ``triplets`` once (sorted), and the
+    category of each (that of the first triplet naming it)."""
+    categories: Dict[str, str] = {}
+    for t in triplets:
+        for image in (t.reference, t.target):
+            if image is not None:
+                categories.setdefault(image, t.category)
+    return sorted(categories), categories
+
+
+def duplicate_groups(embed: Tensor, threshold: float = DUPLICATE_COSINE, chunk: int = 1024) -> Tensor:
+    """For each row, the index of the first row whose embedding is identical to it (cosine >=
+    ``threshold``; itself when it has no earlier copy). Rows with equal values are copies."""
+    x = F.normalize(embed.float(), dim=-1)
+    n = len(x)
+    out = torch.arange(n, device=x.device)
+    for s in range(0, n, chunk):
+        rows = out[s:s + chunk]
+        same = (x[s:s + chunk] @ x.t()) >= threshold
+        same &= torch.arange(n, device=x.device)[None, :] <= rows[:, None]  # earlier rows (and itself)
+        has = same.any(1)
+        out[s:s + chunk] = torch.where(has, same.int().argmax(1), rows)  # argmax: the first True
+    return out
+
+
 def representatives(embed: Tensor, threshold: float = DUPLICATE_COSINE, chunk: int = 1024) -> Tensor:
     """Boolean mask: True for the first image of every group of identical embeddings."""
-    x = F.normalize(embed.float(), dim=-1)
-    keep = torch.ones(len(x), dtype=torch.bool)
-    for s in range(0, len(x), chunk):
-        sims = x[s:s + chunk] @ x.t()
-        rows = torch.arange(s, min(s + chunk, len(x)))
-        earlier = torch.arange(len(x))[None, :] < rows[:, None]
-        keep[rows] = ~((sims >= threshold) & earlier).any(1)
-    return keep
+    groups = duplicate_groups(embed, threshold, chunk)
+    return groups == torch.arange(len(groups), device=groups.device)
 
 
 def pair_by_window(embed: Tensor, sources: Sequence[int], low: float, high: float, per_reference: int = 1,
@@ -129,8 +155,7 @@ def generate(layout: str, pool: Sequence[str], categories: Dict[str, str], embed
     """Generated triplets over the images ``pool`` (rows of ``embed``), see the module docstring.
 
     ``categories`` maps an image to its FashionIQ category; ``references`` restricts which images
-    serve as references (``None``: every pool image); ``captions[id]`` holds one caption per text
-    to write (FashionIQ: two).
+    serve as references (``None``: every pool image); ``captions[id][0]`` is an image's caption.
     """
     ids = [i for i in pool if i in captions]
     n_captioned = len(ids)
@@ -145,34 +170,30 @@ def generate(layout: str, pool: Sequence[str], categories: Dict[str, str], embed
     rng = random.Random(f"spn-positives/{seed}")
     if max_triplets and len(pairs) > max_triplets:
         pairs = sorted(rng.sample(pairs, max_triplets))
-    n_texts = 2 if layout == "fashioniq" else 1
-    triplets, fell_back = [], 0
+    triplets, fell_back, too_long = [], 0, 0
     for n, (a, b, _) in enumerate(pairs):
         ref, tgt = ids[a], ids[b]
-        texts = []
-        for j in range(n_texts):
-            ref_caption, tgt_caption = captions[ref][j % len(captions[ref])], captions[tgt][j % len(captions[tgt])]
-            text, back = compose_text(ref_caption, tgt_caption, templates, rng, fits)
-            texts.append(text)
-            fell_back += back
+        text, back = compose_text(captions[ref][0], captions[tgt][0], templates, rng, fits)
+        fell_back += back
+        too_long += bool(fits is not None and not fits(text))  # even the target caption alone
         if layout == "fashioniq":
             cat = categories[ref]
-            triplets.append(Triplet(f"{cat}/spn-{n}", ref, tgt, tuple(texts), cat))
+            triplets.append(Triplet(f"{cat}/spn-{n}", ref, tgt, (text, text), cat))
         else:
-            triplets.append(Triplet(f"spn-{n}", ref, tgt, tuple(texts), CIRR_CATEGORY, (ref, tgt)))
+            triplets.append(Triplet(f"spn-{n}", ref, tgt, (text,), CIRR_CATEGORY, (ref, tgt)))
     lo, hi = window_bounds(max(len(ids) - 1, 0), low, high) if len(ids) > 1 else (0, 0)
     summary = {"pool": len(pool), "captioned": n_captioned, "duplicates_merged": n_captioned - len(ids),
-               "references": len(wanted), "rank_window": [lo, hi],
+               "references": len(wanted), "rank_window": [lo, hi], "window": [low, high],
                "per_reference": per_reference, "triplets": len(triplets),
                "templates": [TEMPLATES[i] for i in templates], "texts_fell_back_to_target": fell_back,
-               "texts": len(triplets) * n_texts}
+               "target_captions_too_long": too_long, "texts": len(triplets)}
     return Generated(triplets, {i: captions[i] for i in ids}, summary)
 
 
 def write_official(layout: str, generated: Generated, folder: Path) -> List[Path]:
     """Write generated triplets in the official layout under ``folder`` (``captions/cap.<cat>.train.json``
-    or ``captions/cap.rc2.train.json``), with ``image_captions.json`` (readable by the ``file``
-    captioner) and ``summary.json``."""
+    or ``captions/cap.rc2.train.json``; one text per triplet), with ``image_captions.json`` (readable by
+    the ``file`` captioner) and ``summary.json``."""
     folder = Path(folder)
     (folder / "captions").mkdir(parents=True, exist_ok=True)
     written = []
@@ -180,7 +201,7 @@ def write_official(layout: str, generated: Generated, folder: Path) -> List[Path
         by_cat: Dict[str, list] = {}
         for t in generated.triplets:
             by_cat.setdefault(t.category, []).append({"candidate": t.reference, "target": t.target,
-                                                      "captions": list(t.captions)})
+                                                      "captions": [t.captions[0]]})
         files = {folder / "captions" / f"cap.{c}.train.json": v for c, v in sorted(by_cat.items())}
     else:
         entries = [{"pairid": n, "reference": t.reference, "target_hard": t.target, "target_soft": {t.target: 1.0},
@@ -195,5 +216,6 @@ def write_official(layout: str, generated: Generated, folder: Path) -> List[Path
     return written
 
 
-__all__ = ["DUPLICATE_COSINE", "TEMPLATES", "Generated", "compose_text", "fill", "generate", "pair_by_window",
-           "parse_templates", "representatives", "window_bounds", "write_official"]
+__all__ = ["DUPLICATE_COSINE", "TEMPLATES", "Generated", "compose_text", "duplicate_groups", "fill", "generate",
+           "pair_by_window", "parse_templates", "representatives", "triplet_pool", "window_bounds",
+           "write_official"]

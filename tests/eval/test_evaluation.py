@@ -10,12 +10,12 @@ from cirbench.data.triplets import Split, Triplet
 from cirbench.errors import ConfigError, DataError
 from cirbench.eval.evaluation import (
     EvalResult,
+    cirr_rankings,
     evaluate,
     primary_value,
     score_cirr,
     score_fashioniq,
     selection_value,
-    subset_rankings,
     topk_rankings,
 )
 from tests.helpers import REAL_ANNOTATIONS, shared_or_skip
@@ -83,14 +83,28 @@ CIRR_RANKINGS = {
 }
 
 
+CIRR_SUBSETS = {"1": ["t1"], "2": ["a2", "t2"], "3": [], "4": ["a4", "t4"]}   # members in ranked order
+
+
 def test_score_cirr_by_hand_reference_dropped():
-    m = score_cirr(CIRR_TRIPLETS, CIRR_RANKINGS)
+    m = score_cirr(CIRR_TRIPLETS, CIRR_RANKINGS, CIRR_SUBSETS)
     assert list(m) == ["R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "Avg"]
     assert m["R@1"] == 25.0 and m["R@5"] == 50.0 and m["R@10"] == 75.0 and m["R@50"] == 75.0
-    # subsets derived from the rankings: 1 -> [t1], 2 -> [a2, t2], 3 -> [], 4 -> [a4, t4]
     assert m["Rsubset@1"] == 25.0 and m["Rsubset@2"] == 75.0 and m["Rsubset@3"] == 75.0
     assert m["Avg"] == (50.0 + 25.0) / 2
     assert primary_value("cirr", m) == selection_value("cirr", m) == 37.5
+
+
+def test_score_cirr_without_subset_rankings_reports_rsubset_as_not_available():
+    # query 3's target leads its subset but is absent from the top-k list: reading the subset
+    # off that list would count it as a miss, so without subset rankings there is no Rsubset
+    m = score_cirr(CIRR_TRIPLETS, CIRR_RANKINGS)
+    assert list(m) == ["R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "Avg"]
+    assert m["R@1"] == 25.0 and m["R@5"] == 50.0 and m["R@10"] == 75.0 and m["R@50"] == 75.0
+    assert m["Rsubset@1"] is None and m["Rsubset@2"] is None and m["Rsubset@3"] is None and m["Avg"] is None
+    full = score_cirr(CIRR_TRIPLETS, CIRR_RANKINGS, {**CIRR_SUBSETS, "3": ["t3", "a3", "b3"]})
+    assert full["Rsubset@1"] == 50.0 and {k: full[k] for k in ("R@1", "R@5", "R@10", "R@50")} == \
+        {k: m[k] for k in ("R@1", "R@5", "R@10", "R@50")}
 
 
 def test_score_cirr_reference_would_count_if_not_dropped():
@@ -166,14 +180,89 @@ def test_topk_exclude_shifts_and_cosine():
         topk_rankings(q, g, ["a", "a", "c", "d"])
 
 
-def test_subset_rankings_order_and_reference_removed():
+def test_cirr_rankings_order_and_reference_removed():
     emb = torch.eye(6)
-    index = {n: i for i, n in enumerate("rtabcd")}
     t = cirr("1", "r", "t", list("rtabcd"))
     q = torch.tensor([[9.0, 0.5, 0.9, 0.1, 0.7, 0.3]])
-    assert subset_rankings(q, emb, index, [t]) == {"1": ["a", "c", "t", "d", "b"]}
-    with pytest.raises(DataError, match="no embedding"):
-        subset_rankings(q, emb, {"r": 0}, [t])
+    top, subset = cirr_rankings(q, emb, list("rtabcd"), [t], k=3)
+    assert top == {"1": ["a", "c", "t"]} and subset == {"1": ["a", "c", "t", "d", "b"]}
+    with pytest.raises(ValueError, match="query rows"):
+        cirr_rankings(q, emb, list("rtabcd"), [t, t])
+
+
+def test_members_outside_the_gallery_are_left_out_of_the_subset_ranking():
+    # "gone": a member whose image is missing (the loader drops it from the gallery; it has no
+    # embedding). As CLIP4Cir's filter of the gallery ranking, the subset ranking leaves it out.
+    names = ["ref", "tgt", "m1", "m2"] + fillers("o", 3)
+    emb, index = one_hot_index(names)
+    q = torch.zeros(1, len(names))
+    q[0, index["m1"]], q[0, index["tgt"]], q[0, index["m2"]] = 0.9, 0.8, 0.1
+    t = cirr("1", "ref", "tgt", ["ref", "tgt", "gone", "m1", "m2"])
+    res = evaluate("cirr", Split("val", [t], {"cirr": names}), q, emb, index)
+    assert res.subset_rankings == {"1": ["m1", "tgt", "m2"]}
+    assert res.metrics["Rsubset@1"] == 0.0 and res.metrics["Rsubset@2"] == 100.0
+
+
+def near_tie_case(n=32, dim=512, n_fill=40):
+    """CIRR queries whose members a_i, b_i score within a few ulps of each other (target a_i), at the
+    first seed where scoring each query's members with a batched einsum (a separate product from the
+    gallery matmul) orders some pair a_i, b_i strictly unlike the matmul does."""
+    names = [f"a{i}" for i in range(n)] + [f"b{i}" for i in range(n)] + fillers("o", n_fill)
+    index = {x: j for j, x in enumerate(names)}
+    triplets = [cirr(str(i), f"o{i}", f"a{i}", [f"o{i}", f"b{i}", f"a{i}", f"o{i + 1}", f"o{i + 2}", f"o{i + 3}"])
+                for i in range(n)]
+    rows = torch.tensor([[index[m] for m in t.members if m != t.reference] for t in triplets])
+    for seed in range(50):
+        gen = torch.Generator().manual_seed(seed)
+        q = torch.randn(n, dim, generator=gen)
+        a = q + 0.3 * torch.randn(n, dim, generator=gen)
+        b = a + 1e-6 * torch.randn(n, dim, generator=gen)
+        gallery = torch.cat([a, b, torch.randn(n_fill, dim, generator=gen)])
+        qn, gn = F.normalize(q, dim=-1), F.normalize(gallery, dim=-1)
+        i = torch.arange(n)
+        matmul = (qn @ gn.T)[i, i] - (qn @ gn.T)[i, i + n]                  # a_i - b_i
+        einsum = torch.einsum("bd,bmd->bm", qn, gn[rows])                     # members b_i, a_i, ...
+        if ((einsum[:, 1] - einsum[:, 0]) * matmul < 0).any():               # strictly opposite orders
+            break
+    return Split("val", triplets, {"cirr": names}), q, gallery, index
+
+
+def test_subset_ranking_uses_the_main_rankings_scores_on_near_ties():
+    split, q, gallery, index = near_tie_case()
+    res = evaluate("cirr", split, q, gallery, index)
+    for t in split.triplets:
+        members = set(t.members) - {t.reference}
+        in_main = [x for x in res.rankings[t.qid] if x in members]
+        assert set(in_main[:2]) == {f"a{t.qid}", f"b{t.qid}"}   # the near-tied pair leads the ranking
+        assert res.subset_rankings[t.qid][:len(in_main)] == in_main, t.qid
+    assert res.metrics["Rsubset@1"] == res.metrics["R@1"]   # the target is a_i, a_i or b_i leads both
+
+
+def test_ties_keep_gallery_order_in_every_ranking():
+    # gallery rows are basis vectors, so a query's scores are its own (normalised) entries, exactly:
+    # rows sharing a basis vector tie bit for bit, whatever the matmul's summation order
+    gen = torch.Generator().manual_seed(0)
+    cluster = torch.randint(0, 4, (300,), generator=gen)
+    gallery = torch.eye(4)[cluster]
+    ids = [f"g{j}" for j in range(300)]
+    q = torch.tensor([[0.9, 0.7, 0.5, 0.3], [0.1, 0.2, 0.8, 0.4], [0.5, 0.5, 0.1, 0.1], [1.0, 1.0, 1.0, 1.0]])
+
+    def stable(i, exclude=None):
+        order = sorted(range(300), key=lambda j: (-float(q[i, cluster[j]]), j))
+        return [ids[j] for j in order if ids[j] != exclude]
+
+    exclude = ["g3", None, ids[int((cluster == 0).nonzero()[0])], "g299"]
+    clean_cut = int((cluster == 2).sum())   # query 1 (nothing excluded): ties inside its top-k, none across the cut
+    for k in (1, 49, 50, clean_cut, 120, 300):
+        for chunk_size in (1, 3, 1024):
+            got = topk_rankings(q, gallery, ids, k=k, exclude=exclude, chunk_size=chunk_size)
+            assert got == [stable(i, exclude[i])[:k] for i in range(4)], (k, chunk_size)
+    # CIRR: the subset ranking keeps gallery order on ties too, whatever order members are listed in
+    members = [ids[j] for j in (cluster == 1).nonzero().squeeze(1).tolist()[:5]][::-1]   # five tied members
+    t = cirr("1", "g0", members[2], ["g0"] + members)
+    top, subset = cirr_rankings(q[2:3], gallery, ids, [t], k=300)
+    assert subset == {"1": sorted(members, key=lambda x: int(x[1:]))}
+    assert subset["1"] == [x for x in top["1"] if x in members]
 
 
 # ------------------------------------------------------------------ evaluate on hand-made embeddings
@@ -302,11 +391,12 @@ def test_real_cirr_val_random_and_perfect():
     # the same from rankings alone: target first, then random others
     rng = random.Random(0)
     rankings = {t.qid: [t.target] + rng.sample(gallery, 49) for t in split.triplets}
-    assert all(v == pytest.approx(100.0) for v in score_cirr(split.triplets, rankings).values())
+    subsets = {t.qid: [t.target] for t in split.triplets}
+    assert all(v == pytest.approx(100.0) for v in score_cirr(split.triplets, rankings, subsets).values())
     # random top-50 lists scored directly -> R@K near chance
     rankings = {t.qid: rng.sample(gallery, 51) for t in split.triplets}
     m = score_cirr(split.triplets, rankings)
-    assert m["R@50"] == pytest.approx(50 * chance, abs=1.2) and m["R@1"] < 0.5
+    assert m["R@50"] == pytest.approx(50 * chance, abs=1.2) and m["R@1"] < 0.5 and m["Avg"] is None
 
 
 def test_real_fashioniq_val_random_and_perfect():

@@ -145,8 +145,11 @@ def test_cirr_matches_the_protocol_on_real_annotations(capsys, tmp_path, cirr, k
     p.write_text(json.dumps(main_))
     s.write_text(json.dumps(sub))
     body = {k: v for k, v in main_.items() if k not in ("version", "metric")}
-    derived = score_json(capsys, "--dataset", "cirr", "--annotations", root, "--predictions", p)
-    assert_close(derived, reference_cirr(root, body))
+    alone = score_json(capsys, "--dataset", "cirr", "--annotations", root, "--predictions", p)
+    recalls = {k: v for k, v in reference_cirr(root, body).items() if k.startswith("R@")}
+    assert_close({k: v for k, v in alone.items() if k.startswith("R@")}, recalls)
+    assert {k: v for k, v in alone.items() if not k.startswith("R@")} == dict.fromkeys(
+        ["Rsubset@1", "Rsubset@2", "Rsubset@3", "Avg"])   # null without the subset file
     official = score_json(capsys, "--dataset", "cirr", "--annotations", root, "--predictions", p,
                           "--subset-predictions", s)
     assert_close(official, reference_cirr(root, body, {k: v for k, v in sub.items() if k.isdigit()}))
@@ -154,6 +157,32 @@ def test_cirr_matches_the_protocol_on_real_annotations(capsys, tmp_path, cirr, k
         assert all(v == 100 for v in official.values())
     if kind == "adversarial":  # target absent or 10th behind the reference (= 9th once it is dropped)
         assert official["R@5"] == 0 and official["Rsubset@3"] == 0 and 0 < official["R@10"] < 100
+
+
+def test_rsubset_is_never_read_off_the_top_50(capsys, tmp_path, cirr):
+    """Every target leads its img_set but ranks below 50: derived from the top-50 lists, Rsubset
+    would be 0. Without the subset file it is n/a (null in --json), with it 100."""
+    root, entries, gallery = cirr
+    main_ = {"version": "rc2", "metric": "recall"}
+    sub = {"version": "rc2", "metric": "recall_subset"}
+    for e in entries:
+        group = [m for m in e["img_set"]["members"] if m != e["reference"]]
+        main_[str(e["pairid"])] = [g for g in gallery if g != e["reference"] and g not in group][:50]
+        sub[str(e["pairid"])] = [e["target_hard"]] + [m for m in group if m != e["target_hard"]][:2]
+    p, s = write(tmp_path, "recall.json", main_), write(tmp_path, "recall_subset.json", sub)
+    args = ("score", "--dataset", "cirr", "--annotations", root, "--predictions", p)
+    code, out, err = cirbench(capsys, *args, "--json")
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert metrics == {"R@1": 0.0, "R@5": 0.0, "R@10": 0.0, "R@50": 0.0,
+                       "Rsubset@1": None, "Rsubset@2": None, "Rsubset@3": None, "Avg": None}
+    assert '"Rsubset@1": null' in out and "--subset-predictions" in err and "recall_subset" in err
+    code, table, err = cirbench(capsys, *args)
+    assert code == 0 and "--subset-predictions" in err
+    header, row = [line for line in table.splitlines() if "Rsubset@1" in line or "0.00" in line]
+    assert row.count("n/a") == 4 and row.count("0.00") == 4 and "Avg" in header
+    full = score_json(capsys, *args[1:], "--subset-predictions", s)
+    assert full["Rsubset@1"] == 100.0 and full["Avg"] == 50.0 and full["R@50"] == 0.0
 
 
 def test_duplicates_in_a_real_ranking_are_rejected(capsys, tmp_path, cirr):

@@ -42,6 +42,12 @@ def test_shapes_noise_is_the_default_grid_of_cirbench_run():
     assert (g.methods, g.datasets, g.noise_type, g.noise_rates, g.noise_seed, g.seeds, g.backbone, g.weights,
             g.epochs) == (["*"], ["shapes-fashioniq", "shapes-cirr"], "mixed", [0.0, 0.2, 0.5, 0.8], 0, [0],
                           "tiny", None, 10)
+    # "*" runs every method and its named variants: the paper's ncl-cir beside cirbench's ncl-cir:robust,
+    # never the arg_hparam ablations
+    methods = g.validate().methods
+    assert {"clip4cir", "ncl-cir", "ncl-cir:robust", "dqe-cir", "spn"} <= set(methods)
+    assert methods.index("ncl-cir:robust") == methods.index("ncl-cir") + 1
+    assert not any(m.startswith(("dqe-cir:", "spn:")) for m in methods)
 
 
 def _paper_tables():
@@ -106,6 +112,13 @@ TINY = {
 }
 
 
+def load_board_dict(board):
+    """A leaderboard from a dict, validated as a file would be."""
+    from cirbench.leaderboards.schema import parse
+
+    return parse(json.loads(json.dumps(board)), Path("tiny.yaml"))
+
+
 def write_board(tmp_path, board, name="tiny") -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(board, sort_keys=False))
@@ -145,6 +158,9 @@ def _drop(key):
     (_edit(paper__rows__2__ours="spn"), "'paper.rows[2]'.ours is 'spn', which 'grid.methods' does not run"),
     (_edit(paper__rows__2__score=1), "unknown key 'score' in 'paper.rows[2]'"),
     (_edit(paper__rows__2__method="Base"), "'paper.rows[2]' repeats method 'Base' at noise 0"),
+    (_edit(paper__rows__2__approximation="frozen"), "'paper.rows[2]'.approximation describes cirbench's row, but"),
+    (_edit(paper__rows__0__approximation=""), "'paper.rows[0]'.approximation must say, in words, why"),
+    (_edit(paper__reference_in_gallery="no"), "'paper.reference_in_gallery' must be true or false"),
 ])
 def test_a_malformed_leaderboard_gets_an_error_naming_the_bad_key(tmp_path, capsys, board, message):
     path = write_board(tmp_path, board)
@@ -210,3 +226,50 @@ def test_a_real_data_leaderboard_without_its_data_stops_before_writing(tmp_path,
                               str(out_dir))
     assert code == 2 and "CIRR annotations" in err and "github.com/Cuberick-Orion/CIRR" in err
     assert not out_dir.exists()
+
+
+def test_an_approximate_row_is_labelled_and_its_reason_printed(tmp_path):
+    reason = "the paper fine-tunes its backbone; cirbench trains a head over frozen features"
+    lb = load(write_board(tmp_path, _edit(paper__rows__0__approximation=reason)))
+    runs = [fake_run("clip4cir", rate=0.0, seed=0, value=30.0), fake_run("clip4cir", rate=0.5, seed=0, value=12.5)]
+    [(_, rows)] = compare(lb, runs)
+    assert [kind for _, rate, kind, _ in rows if rate == 0.0][:3] == ["paper", "cirbench approximation", "difference"]
+    assert [kind for _, rate, kind, _ in rows if rate == 0.5][:2] == ["paper", "cirbench"]  # the other row is exact
+    md = render_comparison(lb, runs, "markdown")
+    assert "cirbench, approximation (see below)" in md and f"approximation: Base (cirbench's clip4cir): {reason}" in md
+    assert md.count("cirbench, approximation") == 1
+
+
+def test_shipped_rows_are_not_presented_as_regenerated_and_protocols_match_the_papers():
+    """Until backbones can be fine-tuned, every real-data row cirbench runs is an approximation; a board
+    whose paper states the FashionIQ gallery protocol evaluates with it; CLIP4Cir's rows train with the
+    Combiner settings of CLIP4Cir's own release."""
+    for name in SHIPPED:
+        lb = load(name)
+        if lb.paper is None:
+            continue
+        for row in lb.paper.rows:
+            assert row.ours is None or row.approximation, f"{name}: {row.method} is presented as regenerated"
+        if lb.paper.reference_in_gallery is not None:
+            assert lb.grid.get("exclude_reference", False) == (not lb.paper.reference_in_gallery), name
+    assert load("spn-fashioniq").grid["exclude_reference"] is True  # SPN4CIR clip4cir/validate.py
+    assert load("tme-noise-fashioniq").grid["exclude_reference"] is True  # HABIT / ConeSep test()
+    for name in ("spn-fashioniq", "spn-cirr"):
+        grid = load(name).grid
+        assert grid["hparams"]["clip4cir"] == {"lr": 2e-5, "weight_decay": 0.0, "temperature": 0.01}
+        assert (grid["epochs"], grid["batch_size"]) == (300, 4096)
+    for name in ("spn-fashioniq", "spn-cirr", "dqe-cir-fashioniq", "tme-noise-fashioniq", "tme-noise-cirr"):
+        assert load(name).grid["preprocess"] == "targetpad:1.25", name  # what CLIP4Cir / SPN / SPRC / HABIT used
+    for name in ("tme-noise-fashioniq", "tme-noise-cirr"):
+        assert load(name).grid["noise_seed"] == "same", name  # HABIT: random.seed(training seed) before the noise
+
+
+
+def test_a_row_scored_under_another_split_or_gallery_protocol_says_so():
+    runs = [fake_run("clip4cir", rate=0.0, seed=0, value=30.0)]  # val split, reference kept
+    assert "the paper " not in render_comparison(load_board_dict(_edit()), runs, "markdown")  # same protocol
+    removed = load_board_dict(_edit(paper__reference_in_gallery=False, paper__split="test"))
+    md = render_comparison(removed, runs, "markdown")
+    gap = "[val split, the paper test; reference kept in the gallery, the paper removed it]"
+    assert f"cirbench {gap}" in md and f"cirbench only (no paper number) {gap}" not in md
+    assert md.count(gap) == 1  # the one cirbench row: the paper-only row and the difference row carry no label

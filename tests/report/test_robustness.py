@@ -1,5 +1,6 @@
 """The noise-robustness table: methods × noise rates, mean ± std of the primary metric, best bold,
 second underlined, seeds and noise protocol in the caption."""
+import dataclasses
 import statistics
 
 import pytest
@@ -56,7 +57,9 @@ def test_caption_names_seeds_metric_and_noise_protocol():
     assert set(tables) == {"shapes-fashioniq [mixed]", "shapes-fashioniq [text]"}
     mixed, text = tables["shapes-fashioniq [mixed]"], tables["shapes-fashioniq [text]"]
     assert "mean ± sample std over 2 seeds" in mixed.caption and "TME protocol" in mixed.caption
-    assert "noise seed 0, 3" in mixed.caption and "Best per column in bold, second underlined" in mixed.caption
+    # each table names the noise seeds of its own noise type
+    assert "noise seed 0." in mixed.caption and "Best per column in bold, second underlined" in mixed.caption
+    assert "noise seed 3." in text.caption
     assert "shuffled modification texts" in text.caption and "1-2 seeds" in text.caption
     assert text.rows["alpha"][0.5][0] == 1.0 and 0.0 in text.rows["beta"]  # the clean column is shared
 
@@ -72,3 +75,14 @@ def test_cli_robustness_reads_run_folders(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["robustness", str(empty)])
     assert exc.value.code == 2 and "no finished runs" in capsys.readouterr().err
+
+
+def test_caption_says_how_the_noise_was_seeded_and_names_a_preprocessing():
+    same = [dataclasses.replace(r, config={**r.config, "preprocess": "targetpad:1.25",
+                                           "noise": {**r.noise, "seed": r.seed, "same_as_training_seed": True}})
+            for r in grid_runs()]
+    (table,) = build_robustness(same).values()
+    assert "noise seed = training seed." in table.caption and "preprocessing targetpad:1.25" in table.caption
+    (fixed,) = build_robustness(grid_runs()).values()
+    assert "noise seed 0." in fixed.caption and "training seed" not in fixed.caption
+    assert "preprocessing" not in fixed.caption

@@ -165,3 +165,42 @@ def test_render_csv_parses_back(runs_dir):
     assert render_all(tables, "markdown").count("**") == 4
     with pytest.raises(ConfigError):
         render(tables["shapes-cirr"], "html")
+
+
+def test_tables_keep_preprocessings_and_noise_seed_modes_apart(tmp_path):
+    root, fiq = tmp_path / "runs", "shapes-fashioniq"
+
+    def cfg(rate, seed, preprocess=None, same=False):
+        c = config("clip4cir", fiq, "fashioniq", "mixed", rate, seed)
+        if preprocess:
+            c["preprocess"] = preprocess
+        if same:
+            c["noise"].update(seed=seed, same_as_training_seed=True)
+        return c
+
+    for seed in (0, 1):
+        write_run(root, f"fixed/{seed}", cfg(0.5, seed), finished(fiq_metrics(10.0)))
+        write_run(root, f"same/{seed}", cfg(0.5, seed, same=True), finished(fiq_metrics(20.0 + seed)))
+        write_run(root, f"clean/{seed}", cfg(0.0, seed), finished(fiq_metrics(30.0)))
+        write_run(root, f"pad/{seed}", cfg(0.5, seed, preprocess="targetpad:1.25"), finished(fiq_metrics(40.0)))
+    tables = build_tables(read_runs(root))
+    protocol = "val split, reference kept in gallery"
+    assert set(tables) == {f"{fiq} [tiny; {protocol}]", f"{fiq} [tiny; {protocol}; noise seed = training seed]",
+                           f"{fiq} [tiny; {protocol}; preprocessing targetpad:1.25]"}
+    fixed, same = tables[f"{fiq} [tiny; {protocol}]"], tables[f"{fiq} [tiny; {protocol}; noise seed = training seed]"]
+    pad = tables[f"{fiq} [tiny; {protocol}; preprocessing targetpad:1.25]"]
+    # never averaged together; the clean runs (no noise drawn) appear in both noise-seed modes
+    assert [(r.noise, r.cells[0][0]) for r in fixed.rows] == [("clean", 30.0), ("mixed 0.5", 10.0)]
+    assert [(r.noise, r.cells[0][0]) for r in same.rows] == [("clean", 30.0), ("mixed 0.5", 20.5)]
+    assert [(r.noise, r.cells[0][0]) for r in pad.rows] == [("mixed 0.5", 40.0)]
+    assert "noise seed 0;" in fixed.title and "training seed" not in fixed.title and "preprocessing" not in fixed.title
+    assert "noise seed = training seed" in same.title
+    assert "preprocessing targetpad:1.25" in pad.title and "noise seed 0" in pad.title
+    rows = list(csv.DictReader(io.StringIO(render_all(tables, "csv"))))
+    assert {(r["preprocess"], r["noise_seed"]) for r in rows if r["noise_type"] != "clean"} == {
+        ("clip", "0"), ("clip", "same"), ("targetpad:1.25", "0")}
+    # one table per dataset keeps its plain name; a clean-only table names no noise seed
+    only_same = build_tables([r for r in read_runs(root) if "same" in str(r.dir) or "clean" in str(r.dir)])
+    assert list(only_same) == [fiq] and "noise seed = training seed" in only_same[fiq].title
+    clean_only = build_tables([r for r in read_runs(root) if "clean" in str(r.dir)])
+    assert "noise seed" not in clean_only[fiq].title

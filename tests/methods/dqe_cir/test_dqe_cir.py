@@ -4,10 +4,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from cirbench.data.triplets import Triplet
+from cirbench.data.triplets import Triplet, fashioniq_train_texts
 from cirbench.errors import ConfigError
 from cirbench.features import FeatureTable
+from cirbench.losses import info_nce
 from cirbench.registry import get_method
 from cirbench.runner import Workspace, execute, resolve_method
 from cirbench.runs import RunSpec
@@ -87,7 +89,7 @@ def _ctx(train, epoch=0):
 
 def test_refresh_draws_one_midzone_negative_per_query_never_target_or_reference():
     m, train, pairs = _toy_training_set()
-    ctx = _ctx(train)
+    ctx = _ctx(train, epoch=1)  # the first refresh, after one epoch of InfoNCE
     m.on_epoch_start(ctx)
     neg = m.negatives
     assert neg.shape == (len(pairs),) and 0 < ctx.log["midzone_coverage"] <= 1
@@ -106,9 +108,9 @@ def test_refresh_draws_one_midzone_negative_per_query_never_target_or_reference(
         delta = (sims[i, tgt] - sims[i, neg[i]]) / spread[i]
         assert m.hp.delta_low < delta < m.hp.delta_high
     # the negatives stay until the next refresh, and travel with the state dict (resume)
-    m.on_epoch_start(_ctx(train, epoch=1))
-    assert torch.equal(m.negatives, neg)
     m.on_epoch_start(_ctx(train, epoch=2))
+    assert torch.equal(m.negatives, neg)
+    m.on_epoch_start(_ctx(train, epoch=3))
     assert not torch.equal(m.negatives, neg)
     fresh = method()
     fresh.load_state_dict(m.state_dict())
@@ -118,9 +120,67 @@ def test_refresh_draws_one_midzone_negative_per_query_never_target_or_reference(
 def test_no_midzone_ablation_draws_from_all_candidates_but_still_not_target_or_reference():
     _, train, pairs = _toy_training_set()
     m = method(ablation="no-midzone")
-    m.on_epoch_start(_ctx(train))
+    m.on_epoch_start(_ctx(train, epoch=1))
     neg = m.negatives.tolist()
     assert all(n >= 0 and n not in p and n < 25 for n, p in zip(neg, pairs))
+
+
+def test_first_refresh_comes_after_a_warm_up_epoch_of_plain_infonce():
+    m, train, _ = _toy_training_set()
+    assert [e for e in range(10) if m.refresh_due(e)] == [1, 3, 5, 7, 9]
+    ctx = _ctx(train, epoch=0)
+    m.on_epoch_start(ctx)
+    assert m.negatives is None and "midzone_coverage" not in ctx.log  # nothing drawn from the untrained model
+    m.eval()
+    batch = train.batch(torch.arange(16))
+    q = F.normalize(m.compose(batch.reference, batch.text), dim=-1)
+    assert torch.allclose(m.loss(batch, ctx), info_nce(q, F.normalize(batch.target.embed, dim=-1),
+                                                       m.hp.temperature))
+    m.on_epoch_start(_ctx(train, epoch=1))
+    assert m.negatives is not None
+    # warmup_epochs=0: the first refresh at epoch 0, as the paper's schedule may be read
+    early = method(warmup_epochs=0, refresh_every=3)
+    assert [e for e in range(10) if early.refresh_due(e)] == [0, 3, 6, 9]
+    early.on_epoch_start(_ctx(train, epoch=0))
+    assert early.negatives is not None
+
+
+def test_midzone_holds_under_every_training_caption():
+    """FashionIQ trains on four captions per triplet (c1+c2, c2+c1, c1, c2) drawn at random; a candidate
+    that beats the target under one of them (c1 alone) is a false negative for it, even when the
+    evaluation caption (variant 0) puts it in the mid-zone."""
+    e = torch.eye(DIM)
+    target, reference = e[0], F.normalize(e[2] + e[3], dim=0)
+    tied = F.normalize(0.97 * e[0] + 0.243 * e[1], dim=0)  # close behind the target under c1+c2, ahead under c1
+    fine = F.normalize(0.95 * e[0] - 0.31 * e[1], dim=0)  # behind the target under every caption
+    g = torch.Generator().manual_seed(0)
+    others = F.normalize(torch.cat([torch.zeros(12, 4), torch.randn(12, DIM - 4, generator=g)], 1), dim=1)
+    images = torch.stack([target, reference, tied, fine, *others])
+    ids = [f"img{i}" for i in range(len(images))]
+    triplets = [Triplet("dress/0", "img1", "img0", ("is red", "is a star"), "dress"),
+                Triplet("dress/1", "img4", "img2", ("x1", "y1"), "dress"),
+                Triplet("dress/2", "img5", "img3", ("x2", "y2"), "dress")]
+    triplets += [Triplet(f"dress/{k}", ids[k], ids[k + 1], (f"a{k}", f"b{k}"), "dress") for k in range(6, 15)]
+    texts = sorted({v for t in triplets for v in fashioniq_train_texts(t.captions)})
+    embed = torch.randn(len(texts), DIM, generator=g)
+    for i, text in enumerate(texts):
+        if text in ("Is red and is a star", "Is a star and is red", "Is a star"):
+            embed[i] = target
+        elif text == "Is red":  # c1 alone: the query points at `tied`, which now beats the target
+            embed[i] = tied
+    train = TrainingSet("fashioniq", triplets, FeatureTable(ids, Features(images)),
+                        FeatureTable(texts, Features(embed)))
+    m = method()
+    m.compose = lambda reference, text: text.embed  # the query is the caption's embedding
+    # under the evaluation caption alone, `tied` would be the mid-zone candidate
+    sims = target @ images[:4].t()
+    pool = torch.unique(torch.cat([train.reference_rows, train.target_rows]))
+    spread = (target @ images[pool].t()).std()
+    delta_eval = (sims[0] - sims) / spread
+    assert m.hp.delta_low < delta_eval[2] < m.hp.delta_high and m.hp.delta_low < delta_eval[3] < m.hp.delta_high
+    for seed in range(8):  # eight refreshes, each its own uniform draw from the zone
+        m.refresh_negatives(_ctx(train, epoch=seed))
+        assert m.negatives[0].item() == 3  # `fine`, never `tied`
 
 
 def test_options_are_checked():
@@ -128,13 +188,15 @@ def test_options_are_checked():
         method(ablation="no-everything")
     with pytest.raises(ConfigError, match="delta_low < delta_high"):
         method(delta_low=0.5, delta_high=0.1)
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        method(warmup_epochs=-1)
     cls, hp = resolve_method(RunSpec(method="dqe-cir:no-attr", dataset="shapes-cirr"))
     assert hp.ablation == "no-attr"
 
 
 def test_loss_trains_the_sub_queries_and_the_weights():
     m, train, _ = _toy_training_set()
-    ctx = _ctx(train)
+    ctx = _ctx(train, epoch=1)
     m.on_epoch_start(ctx)
     m.train()
     batch = train.batch(torch.arange(16))
@@ -159,7 +221,8 @@ def test_dqe_cir_runs_end_to_end_on_shapes(tmp_path, ws, dataset):
     metrics = execute(s, tmp_path, ws)
     assert metrics["status"] == "finished" and metrics["epochs_run"] == 2
     history = [json.loads(x) for x in (tmp_path / s.dirname() / "history.jsonl").read_text().splitlines()]
-    assert 0 < history[0]["midzone_coverage"] <= 1 and history[0]["midzone_size"] > 0
+    assert "midzone_coverage" not in history[0]  # epoch 1: InfoNCE alone, the model is untrained
+    assert 0 < history[1]["midzone_coverage"] <= 1 and history[1]["midzone_size"] > 0
     assert all(math.isfinite(h["loss"]) for h in history)
 
 

@@ -1,20 +1,25 @@
 """SPN's generated positives: rank-window pairing, duplicate merging, templates and the generated
 triplets' texts and categories."""
+import json
 import random
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from cirbench.data.triplets import Triplet
 from cirbench.errors import ConfigError
 from cirbench_methods.spn.positives import (
     TEMPLATES,
     compose_text,
+    duplicate_groups,
     fill,
     generate,
     pair_by_window,
     parse_templates,
+    triplet_pool,
     window_bounds,
+    write_official,
 )
 
 
@@ -86,16 +91,39 @@ def test_templates_fill_correctly_and_overlong_texts_fall_back_to_the_target_cap
             parse_templates(bad)
 
 
-def test_generated_fashioniq_triplets_have_two_texts_and_the_reference_category():
+def test_a_generated_triplet_has_one_text_and_a_fashioniq_one_its_reference_category(tmp_path):
+    """Issue 13, item 3: one text per generated triplet (SPN4CIR: FashionIQ ``captions`` = [target caption])."""
     torch.manual_seed(0)
     ids = [f"d{i}" for i in range(5)] + [f"s{i}" for i in range(5)]
     cats = {i: "dress" if i.startswith("d") else "shirt" for i in ids}
-    captions = {i: [f"{i} one", f"{i} two"] for i in ids}
+    captions = {i: [f"{i} one"] for i in ids}
     gen = generate("fashioniq", ids, cats, torch.randn(10, 4), captions, ["d0", "s1", "unknown"], low=0.2,
-                   high=0.6, templates=(0,), per_reference=2, max_triplets=3, seed=0)
-    assert len(gen.triplets) == 3 and gen.summary["references"] == 2
+                   high=0.6, templates=(2,), per_reference=2, max_triplets=3, seed=0)
+    assert len(gen.triplets) == 3 and gen.summary["references"] == 2 and gen.summary["texts"] == 3
     for t in gen.triplets:
         assert t.reference in ("d0", "s1") and t.category == cats[t.reference]
-        assert t.captions == (f"{t.target} one instead of {t.reference} one",
-                              f"{t.target} two instead of {t.reference} two")
+        assert t.captions == (f"{t.target} one", f"{t.target} one")  # the one text (twice: a FashionIQ triplet)
         assert t.qid.startswith(f"{t.category}/spn-")
+    write_official("fashioniq", gen, tmp_path)
+    entries = [e for f in sorted((tmp_path / "captions").glob("*.json")) for e in json.loads(f.read_text())]
+    assert sorted(e["captions"] for e in entries) == sorted([t.captions[0]] for t in gen.triplets)
+    cirr = generate("cirr", ids, {}, torch.randn(10, 4), captions, None, low=0.2, high=0.6, templates=(0, 1))
+    assert all(len(t.captions) == 1 for t in cirr.triplets)
+
+
+def test_the_pool_is_each_image_of_the_training_triplets_once():
+    """Issue 13, item 1: SPN4CIR pairs the images of the training triplets, not the split's image list."""
+    triplets = [Triplet("dress/0", "a", "b", ("x", "y"), "dress"), Triplet("shirt/0", "b", "c", ("x", "y"), "shirt"),
+                Triplet("shirt/1", "d", "a", ("x", "y"), "shirt")]
+    pool, categories = triplet_pool(triplets)
+    assert pool == ["a", "b", "c", "d"]
+    assert categories == {"a": "dress", "b": "dress", "c": "shirt", "d": "shirt"}
+
+
+def test_duplicate_groups_point_every_copy_at_its_first_row():
+    torch.manual_seed(0)
+    embed = torch.randn(6, 4)
+    embed[4] = embed[1]
+    embed[5] = embed[1] * 3  # the same direction: the same picture
+    embed[2] = 0  # a zero vector has no copy but itself
+    assert duplicate_groups(embed, chunk=2).tolist() == [0, 1, 2, 3, 1, 1]

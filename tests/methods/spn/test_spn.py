@@ -97,6 +97,15 @@ def test_clip4cir_has_no_target_side_parameters_so_stage_two_tunes_the_whole_com
 
 # --------------------------------------------------------------------------- the plug-in
 
+def test_stage_two_has_its_own_batch_size_when_set():
+    default = SPN(Dims(8), SPN.make_hparams({"base": "clip4cir"})).stages(2)
+    assert [s.batch_size for s in default] == [None, None]  # the run's batch size in both stages
+    paper = SPN(Dims(8), SPN.make_hparams({"base": "clip4cir", "stage2_batch_size": 256})).stages(2)
+    assert [(s.name, s.batch_size) for s in paper] == [("main", None), (STAGE2, 256)]
+    with pytest.raises(ConfigError, match="stage2_batch_size"):
+        SPN(Dims(8), SPN.make_hparams({"stage2_batch_size": -1}))
+
+
 def test_hyper_parameters_select_the_base_the_parts_and_pass_base_settings(monkeypatch):
     cls, hp = resolve_method(RunSpec(method="spn:clip4cir+positives", dataset="shapes-cirr",
                                      hparams={"base_lr": "5e-4"}))
@@ -164,7 +173,7 @@ def test_spn_runs_end_to_end_and_generated_triplets_stay_out_of_noise_and_evalua
         files = sorted((folder / "captions").glob("cap.*.train.json"))
         entries = [e for f in files for e in json.loads(f.read_text())]
         assert {f.name for f in files} <= {f"cap.{c}.train.json" for c in ("dress", "shirt", "toptee")}
-        assert all(set(e) == {"candidate", "target", "captions"} and len(e["captions"]) == 2 for e in entries)
+        assert all(set(e) == {"candidate", "target", "captions"} and len(e["captions"]) == 1 for e in entries)
         references = {t.reference for t in annotated}
         assert all(e["candidate"] in references and e["candidate"] != e["target"] for e in entries)
         predicted = json.loads((run / "predictions/val_rankings.json").read_text())
@@ -194,3 +203,148 @@ def test_grid_hparams_for_the_base_name_reach_every_wrapped_variant():
     assert by_method["spn:dqe-cir"] == {"stage2_epochs": 5, "base_lr": 1e-4}  # the full name wins
     with pytest.raises(ConfigError, match="not in this grid's methods"):
         Grid(methods=["spn:clip4cir"], hparams={"clip4cir": {"lr": 1}}).validate()
+
+
+# --------------------------------------------------------------------------- the released protocol (issue 13)
+
+def _fake_run(tmp_path, dataset, triplets=None, tokenizer=None, dim=8, preprocess="clip"):
+    """A RunContext over a small shapes dataset with random image features (seed 0)."""
+    from types import SimpleNamespace
+
+    data = load(dataset)
+    keys = sorted(data.image_paths)
+    torch.manual_seed(0)
+    images = FeatureTable(keys, Features(torch.randn(len(keys), dim)))
+    backbone = SimpleNamespace(tokenizer=tokenizer) if tokenizer is not None else None
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    spec = RunSpec(method="spn:clip4cir", dataset=dataset, preprocess=preprocess)
+    return SimpleNamespace(spec=spec, data=data, images=images, backbone=backbone, run_dir=run_dir,
+                           cache_dir=tmp_path / "cache", device=torch.device("cpu"),
+                           train_triplets=list(data.split("train").triplets if triplets is None else triplets))
+
+
+def _summary(run):
+    return json.loads((run.run_dir / "spn_positives" / "summary.json").read_text())
+
+
+def test_positives_pair_the_training_triplets_images_in_the_released_window(tmp_path):
+    """Item 1: the pool is each reference and target of the training triplets once (not the split's image list),
+    and the window is the released CLIP-base ranks 10,000-20,000 of FashionIQ's 25,136 such images."""
+    from cirbench_methods.spn.positives import window_bounds
+
+    data = load("shapes-fashioniq")
+    triplets = data.split("train").triplets[::2]  # half of them: the split's gallery has many other images
+    used = {x for t in triplets for x in (t.reference, t.target)}
+    gallery = {i for ids in data.split("train").gallery.values() for i in ids}
+    assert len(gallery) > len(used)
+    run = _fake_run(tmp_path, "shapes-fashioniq", triplets)
+    generated = SPN(Dims(8)).generate_positives(run)
+    summary = _summary(run)
+    assert summary["pool"] == len(used)
+    assert all(t.reference in used and t.target in used for t in generated)
+    assert {t.reference for t in generated} <= {t.reference for t in triplets}  # FashionIQ: annotated references
+    lo, hi = window_bounds(len(used) - 1, 10_000 / 25_136, 20_000 / 25_136)
+    assert summary["rank_window"] == [lo, hi]
+    assert 0.39 < lo / len(used) < 0.41 and 0.78 < hi / len(used) < 0.81
+
+
+def test_pixel_identical_copies_share_one_bank_row_and_label(monkeypatch):
+    """Item 2: copies of an image are one bank row, so a copy of a query's target is never its negative."""
+    monkeypatch.setitem(registry._METHODS, "toy-target", _TargetProjection)
+    toy = _toy_training_set()
+    feats = toy.images.features.embed
+    feats[7] = feats[1]  # im7 is a copy of im1 (both are targets of the toy triplets)
+    used = torch.unique(torch.cat([toy.train.reference_rows, toy.train.target_rows]))
+    assert {1, 7} <= set(used.tolist())
+    spn = SPN(Dims(8), SPN.make_hparams({"base": "toy-target", "positives": False}))
+    spn.build_bank(toy.train)
+    assert spn.bank.shape[0] == len(used) - 1 and spn.bank_merged == 1
+    assert 7 not in spn.bank_rows.tolist() and 1 in spn.bank_rows.tolist()
+    index = spn._bank_index
+    assert index[7] == index[1] and torch.equal(spn.bank_rows[index[used]], torch.where(used == 7, 1, used))
+    spn.eval()
+    assert torch.allclose(spn.bank[index[7]], F.normalize(spn.base.embed_target(toy.images.features[7:8]), dim=-1)[0],
+                          atol=1e-6)
+    batch = toy.train.batch(torch.arange(len(toy.train)))
+    labels = index[batch.target_rows]
+    assert (labels >= 0).all() and len(set(labels.tolist())) == len(set(spn.bank_rows[labels].tolist()))
+
+
+def test_a_generated_fashioniq_triplet_trains_on_its_one_text_only(tmp_path):
+    """Item 3: the released loader uses a generated triplet's one caption as is; cirbench's caption variants
+    (c1+c2, c2+c1, c1, c2) would make "A and A" of it half the time."""
+    from cirbench.data.triplets import train_texts
+    from cirbench.training import TrainContext
+
+    run = _fake_run(tmp_path, "shapes-fashioniq")
+    spn = SPN(Dims(8))
+    generated = spn.extra_triplets(run)
+    annotated = run.train_triplets
+    texts = sorted({x for t in annotated + generated for x in train_texts("fashioniq", t)})
+    table = FeatureTable(texts, Features(torch.randn(len(texts), 8)))
+    train = TrainingSet("fashioniq", annotated + generated, run.images, table, generated=len(generated))
+    before = train.text_rows[: len(annotated)].clone()
+    spn.on_epoch_start(TrainContext(train, TrainConfig(), torch.device("cpu")))
+    captions = json.loads((run.run_dir / "spn_positives" / "image_captions.json").read_text())
+    for i, t in enumerate(generated, start=len(annotated)):
+        drawn = {table.keys[r] for r in train.text_rows[i].tolist()}
+        assert len(drawn) == 1 and drawn.pop().lower() == captions[t.target][0].lower()  # template "{tgt}"
+    assert torch.equal(train.text_rows[: len(annotated)], before)  # annotated triplets keep their four variants
+    assert all(len(set(r.tolist())) > 1 for r in before)
+
+
+def test_shapes_cirr_templates_fit_the_tiny_context_and_fallbacks_are_warned(tmp_path, caplog):
+    """Item 4: brief captions (8 words on CIRR) keep both templates inside the tiny model's 24-token context;
+    the full descriptions do not, and a warning says so."""
+    import logging
+
+    import open_clip
+
+    from cirbench.backbones.openclip import TINY_ARCH
+
+    tokenizer = open_clip.get_tokenizer(TINY_ARCH)
+    run = _fake_run(tmp_path, "shapes-cirr", tokenizer=tokenizer)
+    with caplog.at_level(logging.WARNING, logger="cirbench"):
+        generated = SPN(Dims(8)).generate_positives(run)
+    summary = _summary(run)
+    assert summary["caption_words"] == 8
+    assert summary["texts_fell_back_to_target"] <= 0.05 * summary["texts"]
+    assert summary["target_captions_too_long"] == 0
+    assert sum(" instead of " in t.captions[0] or t.captions[0].startswith("Unlike ") for t in generated) \
+        >= 0.95 * len(generated)
+    assert not [r for r in caplog.records if "fell back" in r.getMessage()]
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cirbench"):
+        SPN(Dims(8), SPN.make_hparams({"caption_words": 0})).generate_positives(run)
+    summary = _summary(run)
+    assert summary["texts_fell_back_to_target"] > 0.5 * summary["texts"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("fell back to the target caption" in w and "24-token" in w for w in warnings)
+    assert any("truncated" in w for w in warnings)
+
+
+def test_the_pairing_encoder_is_a_backbone_option(tmp_path):
+    """Item 5: pair_backbone / pair_weights name the image encoder that pairs (default: the run's own); it
+    preprocesses images as the run does."""
+    from cirbench.backbones import build_backbone
+    from cirbench.features import image_features
+    from cirbench_methods.spn.positives import generate, triplet_pool
+
+    run = _fake_run(tmp_path, "shapes-cirr", preprocess="targetpad:1.25")
+    hp = SPN.make_hparams({"pair_backbone": "tiny", "pair_weights": "random", "caption_words": 8})
+    other = SPN(Dims(8), hp).generate_positives(run)
+    assert _summary(run)["pairing_backbone"] == "tiny"
+    own = SPN(Dims(8)).generate_positives(run)
+    assert _summary(run)["pairing_backbone"] == "the run's backbone"
+    pool, _ = triplet_pool(run.train_triplets)
+    embed = image_features(build_backbone("tiny", "random", run.cache_dir, preprocess="targetpad:1.25"), pool, run.data.image_paths, tokens=False,
+                           cache_dir=run.cache_dir, progress=False).features.embed
+    captions = json.loads((run.run_dir / "spn_positives" / "image_captions.json").read_text())
+    expected = generate("cirr", pool, {}, embed, captions, None, low=10_000 / 16_939, high=15_000 / 16_939,
+                        templates=(0, 1))
+    pairs = lambda ts: [(t.reference, t.target) for t in ts]  # noqa: E731
+    assert pairs(other) == pairs(expected.triplets) and pairs(other) != pairs(own)
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        SPN(Dims(8), SPN.make_hparams({"pair_backbone": "nope"})).generate_positives(run)
