@@ -170,9 +170,9 @@ def test_the_bare_name_is_the_papers_method_and_robust_is_cirbenchs_named_varian
     assert (paper.filter, paper.filter_fit, paper.filter_loss, paper.text_check) == (True, "gmm", "targets", False)
     _, robust = resolve_method(RunSpec(method="ncl-cir:robust", dataset="shapes-cirr"))
     assert (robust.filter, robust.filter_fit, robust.filter_loss, robust.text_check) == (True, "anchored", "ref", True)
-    # both pool with K diverse views (per-channel maps), not one averaged map
-    assert (paper.heads, paper.map_fusion) == (robust.heads, robust.map_fusion) == (4, "project")
-    assert len(cls(Dims(8, 8), paper).wcb_text.views) == 3  # K projections: map 0 through fuse, 1..3 through views
+    # both pool with K maps mixed per channel (T ⊗ Att with a token × channel Att), not one averaged map
+    assert (paper.heads, paper.map_fusion) == (robust.heads, robust.map_fusion) == (4, "channel")
+    assert tuple(cls(Dims(8, 8), paper).wcb_text.gate.shape) == (4, 8)  # one gate per map and channel
     # everything else is shared: the variant differs from the paper's method only in the filter
     differ = {k for k, v in vars(paper).items() if getattr(robust, k) != v}
     assert differ == {"filter_fit", "filter_loss", "text_check"} == set(cls.variants["robust"].hparams)
