@@ -58,8 +58,19 @@ class FeatureTable:
         return len(self.keys)
 
 
-def _key(payload: dict) -> str:
+def cache_key(payload: dict) -> str:
+    """A short hash of a JSON-able payload: the name of a cache entry."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def image_listing(ids: Sequence[str], paths: Dict[str, Path]) -> str:
+    """Digest of image ids with their files' path, size and mtime: a cache entry over these images
+    is stale when any file changes."""
+    listing = hashlib.sha256()
+    for i in ids:
+        st = paths[i].stat()
+        listing.update(f"{i}\t{paths[i]}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return listing.hexdigest()
 
 
 def preprocess_id(preprocess) -> str:
@@ -116,12 +127,9 @@ def image_features(backbone: Backbone, ids: Sequence[str], paths: Dict[str, Path
     """Features of the images ``ids`` (files in ``paths``), from the cache when possible."""
     ids = list(ids)
     files = [paths[i] for i in ids]
-    listing = hashlib.sha256()
-    for i, p in zip(ids, files):
-        st = p.stat()
-        listing.update(f"{i}\t{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-    key = _key({"v": CACHE_VERSION, "backbone": backbone.cache_id, "preprocess": preprocess_id(backbone.preprocess),
-                "tokens": tokens, "images": listing.hexdigest()})
+    key = cache_key({"v": CACHE_VERSION, "backbone": backbone.cache_id,
+                     "preprocess": preprocess_id(backbone.preprocess), "tokens": tokens,
+                     "images": image_listing(ids, paths)})
 
     def compute() -> Features:
         workers = 0 if len(files) < 2000 else min(8, max(1, (os.cpu_count() or 2) - 1))
@@ -141,7 +149,7 @@ def text_features(backbone: Backbone, texts: Sequence[str], *, tokens: bool, cac
     """Features of the distinct ``texts`` (order kept), from the cache when possible."""
     texts = list(dict.fromkeys(texts))
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()
-    key = _key({"v": CACHE_VERSION, "backbone": backbone.cache_id, "tokens": tokens, "texts": digest})
+    key = cache_key({"v": CACHE_VERSION, "backbone": backbone.cache_id, "tokens": tokens, "texts": digest})
 
     def compute() -> Features:
         parts = []

@@ -30,6 +30,7 @@ from .method import Method
 from .paths import cache_dir as default_cache_dir
 from .registry import resolve_name
 from .runs import RunDir, RunRecord, RunSpec
+from .towers import TrainableTowers, trained_towers
 from .training import TrainConfig, TrainingSet, Validation, fit
 from .types import Dims
 
@@ -157,6 +158,18 @@ def build_method(spec: RunSpec, ws: Workspace, splits: Sequence[str] = TRAIN_VAL
     return BuiltMethod(spec, data, images, cls(Dims.of(images.features), hparams), hparams, tokens)
 
 
+def attach_towers(built: BuiltMethod, ws: Workspace, texts: FeatureTable) -> Optional[TrainableTowers]:
+    """For a method whose stages fine-tune backbone towers: its own copy of the backbone and of the
+    feature tables (``built.images`` becomes the cell's own), and the towers' helper; else None."""
+    towers = trained_towers(built.method.stages(built.spec.epochs))
+    if not towers:
+        return None
+    helper = TrainableTowers.attach(built.method, ws.backbone(built.spec), towers, built.images, texts,
+                                    built.data.image_paths, built.tokens, ws.cache_dir, ws.progress)
+    built.images = helper.images
+    return helper
+
+
 # ---------------------------------------------------------------------------- running cells
 
 @dataclass
@@ -193,6 +206,9 @@ class _CellTraining:
         extra = built.method.extra_triplets(run)  # e.g. SPN's generated positives: never noised, never evaluated
         needed = [x for t in annotated + extra for x in train_texts(layout, t)]
         self.texts = built.text_table(ws, needed + [eval_text(layout, t) for t in self.val.triplets])
+        self.towers = attach_towers(built, ws, self.texts)
+        if self.towers is not None:  # the cell's own tables, re-embedded as its towers train
+            self.texts = self.towers.texts
         self.train = TrainingSet(layout, annotated + extra, built.images, self.texts, generated=len(extra))
 
     def validate(self, method: Method) -> Validation:
@@ -245,7 +261,9 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
     cell = _CellTraining(spec, run_dir, ws)
     result = fit(cell.built.method, cell.train, cell.validate,
                  TrainConfig(spec.epochs, spec.batch_size, spec.seed, str(ws.device)),
-                 run_dir.checkpoint_file, on_best=cell.on_best, on_epoch=cell.on_epoch, progress=ws.progress)
+                 run_dir.checkpoint_file, on_best=cell.on_best, on_epoch=cell.on_epoch, progress=ws.progress,
+                 towers=cell.towers, best_state=lambda: torch.load(run_dir.best_model_file, map_location=ws.device,
+                                                                   weights_only=False))
     run_dir.write_history(result["history"])
     metrics = cell.metrics(result, started)
     run_dir.write_metrics(metrics)
@@ -265,5 +283,6 @@ def run_grid(cells: Sequence[RunSpec], out_dir: Path, ws: Workspace, force: bool
     return done
 
 
-__all__ = ["BuiltMethod", "RunContext", "Workspace", "build_method", "execute", "provenance", "resolve_method",
+__all__ = ["BuiltMethod", "RunContext", "Workspace", "attach_towers", "build_method", "execute", "provenance",
+           "resolve_method",
            "run_grid"]

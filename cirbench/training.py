@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -28,6 +28,9 @@ from .features import FeatureTable
 from .files import save_torch
 from .method import Method
 from .types import Batch, Stage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .towers import TrainableTowers
 
 log = logging.getLogger("cirbench")
 
@@ -62,19 +65,27 @@ class TrainingSet:
     def device(self) -> torch.device:
         return self.reference_rows.device
 
-    def batch(self, index: Tensor, variant: Optional[Tensor] = None) -> Batch:
+    def batch(self, index: Tensor, variant: Optional[Tensor] = None,
+              towers: Optional["TrainableTowers"] = None) -> Batch:
         """The batch of triplets ``index``; ``variant`` picks each one's caption (default: the first,
-        which for FashionIQ is the evaluation form "<c1> and <c2>")."""
+        which for FashionIQ is the evaluation form "<c1> and <c2>"). The towers ``towers.trains``
+        embed their inputs here, with gradients; the others' features come from the tables."""
         if variant is None:
             text_rows = self.text_rows[index, 0]
         else:
             text_rows = self.text_rows[index].gather(1, variant[:, None]).squeeze(1)
-        target_rows = self.target_rows[index]
-        return Batch(index, self.images.features[self.reference_rows[index]],
-                     self.texts.features[text_rows], self.images.features[target_rows], target_rows)
+        reference_rows, target_rows = self.reference_rows[index], self.target_rows[index]
+        trains = towers.trains if towers is not None else ()
+        if "image" in trains:  # references and targets in one pass of the tower
+            both = towers.image_features(torch.cat([reference_rows, target_rows]))
+            reference, target = both[:len(index)], both[len(index):]
+        else:
+            reference, target = self.images.features[reference_rows], self.images.features[target_rows]
+        text = towers.text_features(text_rows) if "text" in trains else self.texts.features[text_rows]
+        return Batch(index, reference, text, target, target_rows)
 
     def batches(self, batch_size: int, generator: Optional[torch.Generator] = None,
-                drop_last: bool = False) -> Iterator[Batch]:
+                drop_last: bool = False, towers: Optional["TrainableTowers"] = None) -> Iterator[Batch]:
         """Shuffled batches with random captions when ``generator`` is given; else in order, first caption."""
         n = len(self)
         if generator is None:
@@ -86,7 +97,7 @@ class TrainingSet:
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
             yield self.batch(order[start:start + batch_size],
-                             None if variants is None else variants[start:start + batch_size])
+                             None if variants is None else variants[start:start + batch_size], towers)
 
 
 @dataclass
@@ -130,10 +141,17 @@ def _epoch_seed(seed: int, stage: int, epoch: int) -> int:
     return (seed * 1_000_003 + stage * 10_007 + epoch) % (2**31 - 1)
 
 
-def stage_optimizer(method: Method, stage: Stage) -> torch.optim.Optimizer:
-    """AdamW over the stage's trainable parameters, at the stage's lr (default: the method's)."""
-    params = [p for p in stage.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=stage.lr or method.hp.lr, weight_decay=method.hp.weight_decay)
+def stage_optimizer(method: Method, stage: Stage, towers: Optional["TrainableTowers"] = None
+                    ) -> torch.optim.Optimizer:
+    """AdamW over the stage's trainable parameters and its towers', at the stage's lr (default: the
+    method's); fused on CUDA."""
+    params = {id(p): p for p in stage.parameters() if p.requires_grad}
+    if stage.trains:
+        params.update({id(p): p for p in towers.parameters(stage.trains)})
+    params = list(params.values())
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.AdamW(params, lr=stage.lr or method.hp.lr, weight_decay=method.hp.weight_decay,
+                             **({"fused": True} if fused else {}))
 
 
 def train_step(stage: Stage, batch: Batch, ctx: TrainContext, optimizer: torch.optim.Optimizer) -> Tensor:
@@ -148,11 +166,14 @@ def train_step(stage: Stage, batch: Batch, ctx: TrainContext, optimizer: torch.o
 
 def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validation], config: TrainConfig,
         checkpoint: Path, on_best: Callable[[Validation], None] = lambda v: None,
-        on_epoch: Callable[[dict], None] = lambda row: None, progress: bool = True) -> dict:
+        on_epoch: Callable[[dict], None] = lambda row: None, progress: bool = True,
+        towers: Optional["TrainableTowers"] = None, best_state: Optional[Callable[[], dict]] = None) -> dict:
     """Train ``method`` through its stages; returns ``{history, best, last, best_epoch}``.
 
     ``validate`` is called after every epoch; ``on_best`` whenever the selection value improves;
-    ``on_epoch`` with each history row (after the checkpoint holding it is written).
+    ``on_epoch`` with each history row (after the checkpoint holding it is written). ``towers``
+    (:class:`cirbench.towers.TrainableTowers`) is given when some stage fine-tunes the backbone;
+    ``best_state()`` returns the best epoch's ``state_dict`` for stages that start ``from_best``.
     """
     device = torch.device(config.device)
     method.to(device)
@@ -164,15 +185,25 @@ def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validat
         method.load_state_dict(saved["method"])
         state.update({k: saved[k] for k in state})
         log.info("resuming %s at stage %d epoch %d", checkpoint.parent, state["stage"], state["epoch"])
+        if towers is not None:
+            towers.mark_all_stale()
 
     stages = method.stages(config.epochs)
     for stage_index, stage in enumerate(stages):
         if stage_index < state["stage"]:
             continue
-        optimizer = stage_optimizer(method, stage)
+        start = state["epoch"] if stage_index == state["stage"] else 0
+        if stage.from_best and start == 0 and state["best_epoch"] and best_state is not None:
+            method.load_state_dict(best_state())  # e.g. CLIP4Cir's Combiner over its best fine-tuned CLIP
+            if towers is not None:
+                towers.mark_all_stale()
+        if stage.trains and towers is None:
+            raise ValueError(f"stage {stage.name!r} trains backbone towers but fit() got no towers")
+        if towers is not None:
+            towers.start_stage(stage)
+        optimizer = stage_optimizer(method, stage, towers)
         if saved is not None and saved["stage"] == stage_index and saved.get("optimizer"):
             optimizer.load_state_dict(saved["optimizer"])
-        start = state["epoch"] if stage_index == state["stage"] else 0
         bar = tqdm(range(start, stage.epochs), desc=f"{stage.name}", unit="epoch", leave=False,
                    disable=None if progress else True, initial=start, total=stage.epochs)
         for epoch in bar:
@@ -185,10 +216,14 @@ def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validat
             method.train()
             total = torch.zeros((), device=device)
             steps = 0
-            for batch in train.batches(stage.batch_size or config.batch_size, generator, drop_last=True):
+            for batch in train.batches(stage.batch_size or config.batch_size, generator, drop_last=True,
+                                       towers=towers):
                 total += train_step(stage, batch, ctx, optimizer)
                 steps += 1
             method.eval()
+            if towers is not None:
+                towers.trained()
+                towers.refresh()  # validation ranks a gallery embedded by the trained towers
             val = validate(method)
             row = {"stage": stage.name, "epoch": epoch + 1, "loss": float(total) / max(steps, 1),
                    "selection": val.selection, "metrics": val.metrics, "seconds": round(time.time() - t0, 3),

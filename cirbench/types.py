@@ -4,7 +4,7 @@ methods can all use it without importing each other."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -60,7 +60,10 @@ class Stage:
 
     ``parameters`` and ``loss`` are callables so that a stage can freeze parts that earlier
     stages trained (SPN's stage 2); ``loss(batch, ctx)`` gets the batch and the training loop's
-    ``TrainContext``. ``lr`` / ``batch_size`` default to the run's.
+    ``TrainContext``. ``lr`` / ``batch_size`` default to the run's. ``trains`` names the backbone
+    towers the stage fine-tunes besides ``parameters`` (``("text",)``, ``("image", "text")``;
+    :mod:`cirbench.towers`). ``from_best``: the stage starts from the weights of the best epoch so
+    far instead of the last (CLIP4Cir's Combiner stage starts from the best fine-tuned CLIP).
     """
 
     name: str
@@ -69,6 +72,8 @@ class Stage:
     loss: Callable[[Batch, Any], Tensor]
     lr: Optional[float] = None
     batch_size: Optional[int] = None
+    trains: Tuple[str, ...] = ()
+    from_best: bool = False
 
 
 @dataclass

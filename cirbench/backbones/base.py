@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -25,13 +25,22 @@ def file_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+#: the parts of a backbone a method may fine-tune (``Stage.trains``)
+TOWERS: Tuple[str, ...] = ("image", "text")
+
+
 class Backbone(nn.Module):
-    """A frozen image/text encoder.
+    """An image/text encoder, frozen unless a method fine-tunes one of its towers.
 
     ``cache_id`` identifies architecture + weights (it keys the on-disk feature cache);
     ``preprocess`` maps a PIL image to a tensor (the backbone's own transform, or the one
     ``build_backbone(..., preprocess=...)`` chose); ``embed_dim`` is the joint-space width that
     global and token features share.
+
+    ``encode_images`` / ``encode_texts`` are the frozen path (no gradients). A backbone whose towers
+    can be fine-tuned also provides the differentiable path: ``embed_images`` (normalised pixels),
+    ``tokenize`` and ``embed_token_ids``, and ``tower_parameters(tower)`` for each of :data:`TOWERS`;
+    the frozen path then is the differentiable one under ``torch.no_grad``.
     """
 
     cache_id: str
@@ -44,10 +53,31 @@ class Backbone(nn.Module):
         raise ConfigError(f"the {type(self).__name__} backbone has no targetpad preprocessing; use --preprocess clip")
 
     def encode_images(self, pixels: Tensor, tokens: bool = False) -> Features:
-        raise NotImplementedError
+        with torch.no_grad():
+            return self.embed_images(pixels, tokens)
 
     def encode_texts(self, texts: List[str], tokens: bool = False) -> Features:
-        raise NotImplementedError
+        with torch.no_grad():
+            return self.embed_token_ids(self.tokenize(texts).to(self.device), tokens)
+
+    # -- the differentiable path (backbones that can be fine-tuned) -------------------------------
+    def embed_images(self, pixels: Tensor, tokens: bool = False) -> Features:
+        raise self._cannot_train()
+
+    def tokenize(self, texts: List[str]) -> Tensor:
+        """Token ids ``[N, L]`` (on the CPU) that ``embed_token_ids`` reads."""
+        raise self._cannot_train()
+
+    def embed_token_ids(self, ids: Tensor, tokens: bool = False) -> Features:
+        raise self._cannot_train()
+
+    def tower_parameters(self, tower: str) -> List[nn.Parameter]:
+        """The parameters of one of :data:`TOWERS`, the ones a stage that trains it updates."""
+        raise self._cannot_train()
+
+    def _cannot_train(self) -> ConfigError:
+        return ConfigError(f"the {type(self).__name__} backbone cannot be fine-tuned (no trainable towers); "
+                           "use an open_clip backbone or a method setting that keeps the backbone frozen")
 
     @property
     def device(self) -> torch.device:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..types import Features
-from .base import Backbone, file_fingerprint
+from .base import TOWERS, Backbone, file_fingerprint
 from .registry import register_backbone
 
 log = logging.getLogger("cirbench")
@@ -38,7 +38,8 @@ open_clip.add_model_config(CONFIG_DIR)
 
 
 class OpenClipBackbone(Backbone):
-    """An open_clip CLIP model used frozen; token features are projected into the joint space."""
+    """An open_clip CLIP model, frozen or with chosen towers fine-tuned; token features are projected into the
+    joint space."""
 
     def __init__(self, arch: str, weights: Optional[str]):
         super().__init__()
@@ -76,8 +77,23 @@ class OpenClipBackbone(Backbone):
                                    cfg.get("std", getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
                                    cfg.get("interpolation", "bicubic"))
 
-    @torch.no_grad()
-    def encode_images(self, pixels: Tensor, tokens: bool = False) -> Features:
+    def tower_parameters(self, tower: str) -> List[nn.Parameter]:
+        """``image``: the whole visual tower. ``text``: token and positional embeddings, the transformer,
+        the final LayerNorm and the text projection (the text tower SPN fine-tunes); ``logit_scale``
+        belongs to neither (cirbench's losses set their own temperature)."""
+        m = self.model
+        if tower == "image":
+            return list(m.visual.parameters())
+        if tower == "text":
+            parts = [m.token_embedding, m.transformer, m.ln_final]
+            params = [p for part in parts for p in part.parameters()]
+            params.append(m.positional_embedding)
+            proj = m.text_projection
+            params += list(proj.parameters()) if isinstance(proj, nn.Module) else [proj]
+            return params
+        raise ConfigError(f"unknown tower {tower!r}; towers: {', '.join(TOWERS)}")
+
+    def embed_images(self, pixels: Tensor, tokens: bool = False) -> Features:
         visual = self.model.visual
         if not tokens:
             if hasattr(visual, "output_tokens"):
@@ -94,10 +110,11 @@ class OpenClipBackbone(Backbone):
             patch = patch @ visual.proj
         return Features(pooled, torch.cat([pooled[:, None], patch], dim=1))
 
-    @torch.no_grad()
-    def encode_texts(self, texts: List[str], tokens: bool = False) -> Features:
+    def tokenize(self, texts: List[str]) -> Tensor:
+        return self.tokenizer(list(texts))
+
+    def embed_token_ids(self, ids: Tensor, tokens: bool = False) -> Features:
         m = self.model
-        ids = self.tokenizer(texts).to(self.device)
         x = m.token_embedding(ids) + m.positional_embedding
         x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask))
         x = self._project(x)

@@ -2,7 +2,8 @@
 
 :func:`rank_run` rebuilds a run's method from its ``config.json`` and ``best_model.pt`` (the
 weights of the best validation epoch) with :func:`cirbench.runs.build_method`, encodes a split
-with the run's backbone and ranks it exactly as validation does
+with the run's backbone (the fine-tuned towers saved with the run, for a method that trains them)
+and ranks it exactly as validation does
 (:meth:`cirbench.runs.BuiltMethod.evaluate`: cosine similarity, reference excluded, subset
 ranking over ``img_set`` members). :func:`submit_cirr` does this for ``test1``
 and writes the two files the server takes::
@@ -28,7 +29,7 @@ from ..data.triplets import CIRR_CATEGORY, Split, eval_text
 from ..errors import ConfigError, DataError
 from ..files import atomic_write
 from ..method import Method
-from ..runner import Workspace, build_method
+from ..runner import Workspace, attach_towers, build_method
 from ..runs import RunDir, RunSpec
 from .evaluation import RANKING_DEPTH, EvalResult
 from .predictions import (
@@ -62,9 +63,14 @@ def rank_run(run_dir: Path, split_name: str, ws: Optional[Workspace] = None) -> 
     split = built.data.split(split_name)
     if not split.triplets:
         raise DataError(f"the {split_name} split of {spec.dataset} has no queries with images on disk")
+    texts = built.text_table(ws, [eval_text(built.data.layout, t) for t in split.triplets])
+    towers = attach_towers(built, ws, texts)  # a fine-tuning method: its saved backbone embeds the split
     load_weights(built.method, RunDir(run_dir).best_model_file, spec.method)
     built.method.to(ws.device).eval()
-    texts = built.text_table(ws, [eval_text(built.data.layout, t) for t in split.triplets])
+    if towers is not None:
+        towers.mark_all_stale()
+        towers.refresh()
+        texts = towers.texts
     return split, built.evaluate(split, texts)
 
 

@@ -64,9 +64,12 @@ What cirbench chose, and why:
   pretrained text encoder; cirbench's query side is the base's small head, trained at 1e-3 in stage 1, so stage 2
   uses a tenth. Stage 1 keeps the base's lr; ``weight_decay`` -1 = the base's, for both stages.
 * "Image side" = every base parameter the base's ``embed_target`` depends on (found by autograd on a probe batch),
-  frozen because the bank is static; ``compose``'s parameters train (clip4cir: the Combiner; the paper tunes CLIP's
-  text encoder, cirbench keeps backbones frozen). The bank (training images, generated ones included) is rebuilt
-  after a resume, identical as the target side is frozen. Stage 2 uses the plain bank InfoNCE even over a
+  frozen because the bank is static; ``compose``'s parameters train (clip4cir: the Combiner). Over a base that
+  fine-tunes the backbone, stage 2 also trains the text tower (``stage2_trains`` auto; none / text), as SPN4CIR
+  does over its CLIP base: ``spn:clip4cir`` with ``base_finetune=both base_combiner=false`` is SPN's "CLIP4Cir+SPN"
+  row (a fine-tuned CLIP with the sum, its text tower trained against the bank of the frozen image side). The
+  bank (training images, generated ones included) is rebuilt after a resume, identical as the target side is
+  frozen. Stage 2 uses the plain bank InfoNCE even over a
   noise-aware base (its clean probabilities do not weight it). Best epoch on validation over both stages.
 
 Measured effects: ``benchmarks/results/spn_fidelity.md`` (these choices against the earlier ones) and
@@ -75,6 +78,7 @@ Measured effects: ``benchmarks/results/spn_fidelity.md`` (these choices against 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -144,6 +148,7 @@ class SPN(Method):
         # negatives (stage 2): lr and temperature are stage 2's
         stage2_epochs: int = 3
         stage2_batch_size: int = 0  # 0: the run's batch size
+        stage2_trains: str = "auto"  # backbone towers stage 2 fine-tunes: auto | none | text
         lr: float = 1e-4
         temperature: float = 0.02
         weight_decay: float = -1.0  # -1: the base's
@@ -188,6 +193,8 @@ class SPN(Method):
 
     def __init__(self, dims: Dims, hparams: Optional["SPN.Hparams"] = None):
         super().__init__(dims, hparams)
+        if self.hp.stage2_trains not in ("auto", "none", "text"):
+            raise ConfigError(f"spn.stage2_trains must be auto, none or text; got {self.hp.stage2_trains!r}")
         if self.hp.stage2_batch_size < 0:
             raise ConfigError(f"spn.stage2_batch_size must be >= 0 (0: the run's batch size); "
                               f"got {self.hp.stage2_batch_size}")
@@ -224,8 +231,15 @@ class SPN(Method):
         out = [dataclasses.replace(s, lr=s.lr or self.base.hp.lr) for s in self.base.stages(epochs)]
         if self.hp.negatives and self.hp.stage2_epochs > 0:
             out.append(Stage(STAGE2, self.hp.stage2_epochs, self.query_parameters, self.bank_loss, lr=self.hp.lr,
-                             batch_size=self.hp.stage2_batch_size or None))
+                             batch_size=self.hp.stage2_batch_size or None, trains=self.stage2_towers(out)))
         return out
+
+    def stage2_towers(self, base_stages: List[Stage]) -> tuple:
+        """The backbone towers stage 2 fine-tunes: ``auto`` = the text tower when the base fine-tunes the
+        backbone (SPN4CIR trains CLIP's text tower against the bank of its frozen image side), else none."""
+        if self.hp.stage2_trains == "auto":
+            return ("text",) if any(s.trains for s in base_stages) else ()
+        return {"none": (), "text": ("text",)}[self.hp.stage2_trains]
 
     def on_epoch_start(self, ctx) -> None:
         if ctx.train.generated:
@@ -274,7 +288,7 @@ class SPN(Method):
         return [p for p, g in zip(params, grads) if g is None]
 
     def _probe_features(self) -> Features:
-        device = next(self.base.parameters()).device
+        device = next(itertools.chain(self.base.parameters(), self.base.buffers()), torch.empty(0)).device
         if self._probe is not None:
             return self._probe.to(device)
         d = self.dims.embed
