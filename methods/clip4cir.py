@@ -8,7 +8,8 @@ InfoNCE — the control every noise table needs — and, with ``finetune``, the 
 * ``finetune=text`` / ``both`` / ``image``: stage 1 (``finetune``, ``clip_fine_tune.py``) trains those CLIP
   towers with the element-wise sum as composition, ``normalize(reference + text)``, against the normalised
   targets, cross-entropy over in-batch targets at logit scale 100 (``finetune_temperature`` 0.01), AdamW at
-  ``finetune_lr`` 2e-6 for ``finetune_epochs`` (0: the run's epochs); validation ranks with the sum and the
+  ``finetune_lr`` 2e-6 for ``finetune_epochs`` (0: the run's epochs; the paper's README: 100) at
+  ``finetune_batch_size`` (0: the run's; the paper: 128); validation ranks with the sum and the
   gallery the trained towers embed. Stage 2 (``main``, ``combiner_train.py``) starts from the best stage-1
   epoch (the paper trains its Combiner over the best fine-tuned CLIP), freezes the towers and trains the
   Combiner over the fine-tuned features. The best epoch over both stages is the run's model; a buffer
@@ -51,6 +52,7 @@ class Clip4Cir(Method):
         finetune: str = "none"  # none | text | image | both: the towers stage 1 trains
         finetune_epochs: int = 0  # 0: the run's epochs
         finetune_lr: float = 2e-6
+        finetune_batch_size: int = 0  # 0: the run's batch size (CLIP4Cir: 128 in stage 1, 4096 in stage 2)
         finetune_temperature: float = 0.01
         combiner: bool = True  # with finetune: false = stage 1 alone, the fine-tuned CLIP with the sum (SPN's base)
 
@@ -58,8 +60,9 @@ class Clip4Cir(Method):
         super().__init__(dims, hparams)
         if self.hp.finetune not in FINETUNE:
             raise ConfigError(f"clip4cir.finetune must be one of {', '.join(FINETUNE)}, got {self.hp.finetune!r}")
-        if self.hp.finetune_epochs < 0:
-            raise ConfigError(f"clip4cir.finetune_epochs must be >= 0, got {self.hp.finetune_epochs}")
+        for name in ("finetune_epochs", "finetune_batch_size"):
+            if getattr(self.hp, name) < 0:
+                raise ConfigError(f"clip4cir.{name} must be >= 0, got {getattr(self.hp, name)}")
         self.towers = FINETUNE[self.hp.finetune]
         # stage 1 alone (combiner=false) is the fine-tuned CLIP with the sum: no Combiner to build
         self.combiner = Combiner.from_hparams(dims.embed, self.hp) if self.hp.combiner or not self.towers else None
@@ -71,7 +74,7 @@ class Clip4Cir(Method):
         if not self.towers:
             return [Stage("main", epochs, self.parameters, self.loss)]
         stage1 = Stage(FINETUNE_STAGE, self.hp.finetune_epochs or epochs, lambda: [], self.sum_loss,
-                       lr=self.hp.finetune_lr, trains=self.towers)
+                       lr=self.hp.finetune_lr, batch_size=self.hp.finetune_batch_size or None, trains=self.towers)
         if not self.hp.combiner:
             return [stage1]
         return [stage1, Stage("main", epochs, self.combiner.parameters, self.loss, from_best=True)]

@@ -18,8 +18,10 @@ from .options import (
     parse_data_roots,
     parse_ints,
     parse_noise_seed_option,
+    parse_overrides,
     parse_preprocess_option,
     preprocess_option,
+    set_option,
 )
 
 
@@ -59,6 +61,7 @@ def lb_show(name: str, fmt: str):
 @noise_seed_option("Default: the leaderboard's.")
 @click.option("--seeds", help="Override the training seeds, e.g. 0,1,2.")
 @click.option("--epochs", type=int, help="Override the epochs per run.")
+@set_option
 @device_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Where run folders go (default runs/<NAME>); finished cells found there are reused.")
@@ -66,8 +69,8 @@ def lb_show(name: str, fmt: str):
 @force_option
 @format_option()
 @no_progress_option
-def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed, seeds, epochs, device, out, cache_dir,
-           force, fmt, no_progress):
+def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed, seeds, epochs, overrides, device, out,
+           cache_dir, force, fmt, no_progress):
     """Run a leaderboard's grid (reusing finished cells), then print cirbench's numbers beside the paper's."""
     from ..devices import resolve_device
     from ..leaderboards.render import render_comparison
@@ -84,7 +87,8 @@ def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed,
     grid, skipped = make_grid(lb, methods=list(methods) or None, weights=weights, backbone=backbone,
                               preprocess=parse_preprocess_option(preprocess),
                               noise_seed=parse_noise_seed_option(noise_seed), epochs=epochs, data_root=roots or None,
-                              seeds=parse_ints(seeds, "--seeds") if seeds else None)
+                              seeds=parse_ints(seeds, "--seeds") if seeds else None,
+                              hparams=parse_overrides(overrides, lb.grid.get("hparams") or {}) if overrides else None)
     for m in skipped:
         click.echo(f"cirbench: method {m!r} of leaderboard {lb.name} is not installed: its rows show the paper's "
                    "numbers only", err=True)

@@ -35,6 +35,8 @@ data_root_option = click.option(
 force_option = click.option("--force", is_flag=True,
                             help="Start cells again whose folder holds a run with other settings.")
 no_progress_option = click.option("--no-progress", is_flag=True, help="No progress bars.")
+set_option = click.option("--set", "overrides", multiple=True, metavar="METHOD.KEY=VALUE",
+                          help="Override a method hyper-parameter, e.g. --set clip4cir.lr=5e-4 (repeatable).")
 def preprocess_option(default: str = "Default: clip."):
     """``--preprocess clip|targetpad[:RATIO]``; the value reaches the command as ``preprocess``."""
     return click.option(
@@ -86,6 +88,18 @@ def parse_noise_seed_option(text):
     from ..runs import parse_noise_seed
 
     return None if text is None else parse_noise_seed(text, "--noise-seed")
+
+
+def parse_overrides(items: Sequence[str], base: Dict[str, dict]) -> Dict[str, dict]:
+    """``--set METHOD.KEY=VALUE`` items over ``base`` hyper-parameters: {method: {key: value}}."""
+    out = {k: dict(v) for k, v in base.items()}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, param = key.rpartition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--set takes METHOD.KEY=VALUE, e.g. clip4cir.lr=5e-4; got {item!r}")
+        out.setdefault(method, {})[param] = value
+    return out
 
 
 def parse_data_roots(items: Sequence[str], names: Sequence[str]) -> Dict[str, str]:

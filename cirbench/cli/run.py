@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Dict, Sequence
 
 import click
 
-from ..errors import ConfigError
 from .options import (
     cache_dir_option,
     data_root_option,
@@ -21,8 +19,10 @@ from .options import (
     parse_floats,
     parse_ints,
     parse_noise_seed_option,
+    parse_overrides,
     parse_preprocess_option,
     preprocess_option,
+    set_option,
 )
 
 
@@ -41,8 +41,7 @@ from .options import (
 @data_root_option
 @click.option("--epochs", type=int, help="Training epochs per run. Default: 10 (2 with --quick).")
 @click.option("--batch-size", type=int, help="Default: 128.")
-@click.option("--set", "overrides", multiple=True, metavar="METHOD.KEY=VALUE",
-              help="Override a method hyper-parameter, e.g. --set clip4cir.lr=5e-4 (repeatable).")
+@set_option
 @click.option("--exclude-reference", is_flag=True, default=None,
               help="FashionIQ: remove the reference from the gallery (default keeps it, as CLIP4Cir/SPRC).")
 @device_option
@@ -101,15 +100,3 @@ def run(methods, datasets_, noise_type, noise_rates, noise_seed, seeds, backbone
     done = run_grid(cells, out, ws, force=force, report=report)
     click.echo(f"finished {len(cells)} runs in {time.time() - t0:.0f}s\n", err=True)
     click.echo(render_all(build_tables(done), fmt))
-
-
-def parse_overrides(items: Sequence[str], base: Dict[str, dict]) -> Dict[str, dict]:
-    """``--set METHOD.KEY=VALUE`` items over ``base`` hyper-parameters: {method: {key: value}}."""
-    out = {k: dict(v) for k, v in base.items()}
-    for item in items:
-        key, sep, value = item.partition("=")
-        method, dot, param = key.rpartition(".")
-        if not sep or not dot:
-            raise ConfigError(f"--set takes METHOD.KEY=VALUE, e.g. clip4cir.lr=5e-4; got {item!r}")
-        out.setdefault(method, {})[param] = value
-    return out
