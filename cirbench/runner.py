@@ -70,10 +70,12 @@ def provenance(device: torch.device) -> dict:
 class Workspace:
     """Things a grid shares between its cells: loaded datasets, backbones and image features."""
 
-    def __init__(self, cache_dir: Optional[Path] = None, device: str = "cpu", progress: bool = True):
+    def __init__(self, cache_dir: Optional[Path] = None, device: str = "cpu", progress: bool = True,
+                 grad_checkpointing: bool = False):
         self.cache_dir = default_cache_dir(cache_dir)
         self.device = torch.device(device)
         self.progress = progress
+        self.grad_checkpointing = grad_checkpointing  # for fine-tuned towers; the numbers do not depend on it
         self._datasets: Dict[tuple, CIRDataset] = {}
         self._backbones: Dict[tuple, Any] = {}
         self._images: Dict[tuple, FeatureTable] = {}
@@ -165,7 +167,8 @@ def attach_towers(built: BuiltMethod, ws: Workspace, texts: FeatureTable) -> Opt
     if not towers:
         return None
     helper = TrainableTowers.attach(built.method, ws.backbone(built.spec), towers, built.images, texts,
-                                    built.data.image_paths, built.tokens, ws.cache_dir, ws.progress)
+                                    built.data.image_paths, built.tokens, ws.cache_dir, ws.progress,
+                                    grad_checkpointing=ws.grad_checkpointing)
     built.images = helper.images
     return helper
 

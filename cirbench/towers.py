@@ -64,11 +64,13 @@ class TrainableTowers:
 
     @classmethod
     def attach(cls, method: nn.Module, backbone: Backbone, towers: Set[str], images: FeatureTable,
-               texts: FeatureTable, image_paths, tokens: bool, cache_dir, progress: bool = True
-               ) -> "TrainableTowers":
+               texts: FeatureTable, image_paths, tokens: bool, cache_dir, progress: bool = True,
+               grad_checkpointing: bool = False) -> "TrainableTowers":
         """Give ``method`` its own copy of ``backbone`` (``method.backbone``, frozen until a stage
         trains a tower) and own copies of the feature tables; returns the towers' helper."""
         own = copy.deepcopy(backbone).requires_grad_(False)
+        if grad_checkpointing:
+            own.set_grad_checkpointing(True)
         method.backbone = own
         images = FeatureTable(images.keys, images.features)
         texts = FeatureTable(texts.keys, texts.features)

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from cirbench.errors import ConfigError
-from cirbench.eval.submit import rank_run
+from cirbench.data.datasets import shapes_root
+from cirbench.data.loaders import load_cirr
+from cirbench.eval.predictions import score_file
+from cirbench.eval.submit import FILES, check_submission, rank_run, submit_cirr
 from cirbench.runner import Workspace, _CellTraining, execute
 from cirbench.runs import RunDir, RunSpec
 from cirbench.training import TrainConfig, TrainContext
@@ -76,6 +79,14 @@ def test_a_saved_fine_tuned_run_ranks_with_its_trained_towers(tmp_path, ws, data
     assert [row["stage"] for row in history] == ["finetune", "finetune", "main"]
     split, result = rank_run(run, "val", Workspace(progress=False))
     assert result.metrics == metrics["best"]  # gallery and texts re-embedded by the saved towers
+    if dataset == "shapes-cirr":  # the CIRR server files and `cirbench score` from the fine-tuned run
+        out = tmp_path / "submission"
+        submit_cirr(run, out, Workspace(progress=False))
+        test1 = load_cirr(shapes_root("cirr"), splits="test1", require_images=False).split("test1")
+        check_submission({m: json.loads((out / name).read_text()) for m, name in FILES.items()}, test1)
+        scored = score_file("cirr", shapes_root("cirr"), "val", run / "predictions/val_recall.json",
+                            run / "predictions/val_recall_subset.json")
+        assert scored.metrics == metrics["best"]
 
 
 def test_a_run_killed_in_stage_one_resumes_to_the_same_result(tmp_path, ws, monkeypatch):
@@ -129,3 +140,23 @@ def test_spn_over_the_fine_tuned_sum_model_trains_the_text_tower_against_the_ban
         assert (p.grad is not None) == (id(p) in text), name
     with pytest.raises(ConfigError, match="stage2_trains"):
         type(spn)(spn.dims, spn.make_hparams({"stage2_trains": "image"}))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
+    from cirbench.backbones import build_backbone
+
+    torch.manual_seed(0)
+    pixels, ids = torch.randn(4, 3, 64, 64), None
+    grads = []
+    for checkpointing in (False, True):
+        backbone = build_backbone("tiny", "random", tmp_path).train().requires_grad_(True)
+        if checkpointing:
+            backbone.set_grad_checkpointing(True)
+            assert backbone.model.transformer.grad_checkpointing and backbone.model.visual.transformer.grad_checkpointing
+        ids = backbone.tokenize(["a red circle", "make it blue", "x", "bigger"])
+        loss = backbone.embed_images(pixels).embed.square().sum() + backbone.embed_token_ids(ids).embed.sum()
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in backbone.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], atol=1e-5), name

@@ -93,6 +93,9 @@ class OpenClipBackbone(Backbone):
             return params
         raise ConfigError(f"unknown tower {tower!r}; towers: {', '.join(TOWERS)}")
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.model.set_grad_checkpointing(enable)  # open_clip's own: both towers' residual blocks
+
     def embed_images(self, pixels: Tensor, tokens: bool = False) -> Features:
         visual = self.model.visual
         if not tokens:

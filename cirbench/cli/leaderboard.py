@@ -12,6 +12,7 @@ from .options import (
     data_root_option,
     device_option,
     force_option,
+    grad_checkpointing_option,
     format_option,
     no_progress_option,
     noise_seed_option,
@@ -63,14 +64,15 @@ def lb_show(name: str, fmt: str):
 @click.option("--epochs", type=int, help="Override the epochs per run.")
 @set_option
 @device_option
+@grad_checkpointing_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Where run folders go (default runs/<NAME>); finished cells found there are reused.")
 @cache_dir_option
 @force_option
 @format_option()
 @no_progress_option
-def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed, seeds, epochs, overrides, device, out,
-           cache_dir, force, fmt, no_progress):
+def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed, seeds, epochs, overrides, device,
+           grad_checkpointing, out, cache_dir, force, fmt, no_progress):
     """Run a leaderboard's grid (reusing finished cells), then print cirbench's numbers beside the paper's."""
     from ..devices import resolve_device
     from ..leaderboards.render import render_comparison
@@ -93,7 +95,8 @@ def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed,
         click.echo(f"cirbench: method {m!r} of leaderboard {lb.name} is not installed: its rows show the paper's "
                    "numbers only", err=True)
     out = out or Path("runs") / lb.name
-    ws = Workspace(cache_dir, resolve_device(device), progress=not no_progress)
+    ws = Workspace(cache_dir, resolve_device(device), progress=not no_progress,
+                   grad_checkpointing=grad_checkpointing)
     cells = grid.cells()
     preflight(lb, grid, ws)  # missing data or weights stop here, before anything is written
     click.echo(f"cirbench leaderboard run {lb.name}: {grid.summary()} on {ws.device} -> {out}/", err=True)

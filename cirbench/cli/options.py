@@ -35,8 +35,13 @@ data_root_option = click.option(
 force_option = click.option("--force", is_flag=True,
                             help="Start cells again whose folder holds a run with other settings.")
 no_progress_option = click.option("--no-progress", is_flag=True, help="No progress bars.")
+grad_checkpointing_option = click.option(
+    "--grad-checkpointing", is_flag=True,
+    help="Fine-tuned towers recompute activations in the backward pass: less GPU memory, more compute.")
 set_option = click.option("--set", "overrides", multiple=True, metavar="METHOD.KEY=VALUE",
                           help="Override a method hyper-parameter, e.g. --set clip4cir.lr=5e-4 (repeatable).")
+
+
 def preprocess_option(default: str = "Default: clip."):
     """``--preprocess clip|targetpad[:RATIO]``; the value reaches the command as ``preprocess``."""
     return click.option(

@@ -11,6 +11,7 @@ from .options import (
     data_root_option,
     device_option,
     force_option,
+    grad_checkpointing_option,
     format_option,
     no_progress_option,
     noise_seed_option,
@@ -45,6 +46,7 @@ from .options import (
 @click.option("--exclude-reference", is_flag=True, default=None,
               help="FashionIQ: remove the reference from the gallery (default keeps it, as CLIP4Cir/SPRC).")
 @device_option
+@grad_checkpointing_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Where run folders go; finished cells found there are skipped.")
 @cache_dir_option
@@ -55,7 +57,8 @@ from .options import (
 @format_option()
 @no_progress_option
 def run(methods, datasets_, noise_type, noise_rates, noise_seed, seeds, backbone, weights, preprocess, data_roots,
-        epochs, batch_size, overrides, exclude_reference, device, out, cache_dir, spec, quick, force, fmt, no_progress):
+        epochs, batch_size, overrides, exclude_reference, device, grad_checkpointing, out, cache_dir, spec, quick,
+        force, fmt, no_progress):
     """Train and evaluate a grid of methods × datasets × noise rates × seeds, then print the tables.
 
     With no options: every registered method on both generated shapes layouts at mixed noise
@@ -88,7 +91,8 @@ def run(methods, datasets_, noise_type, noise_rates, noise_seed, seeds, backbone
     grid = Grid(**kw)
     cells = grid.cells()
 
-    ws = Workspace(cache_dir, resolve_device(device), progress=not no_progress)
+    ws = Workspace(cache_dir, resolve_device(device), progress=not no_progress,
+                   grad_checkpointing=grad_checkpointing)
     click.echo(f"cirbench run: {grid.summary()} on {ws.device} -> {out}/", err=True)
 
     def report(i, cell, metrics, seconds):
