@@ -19,9 +19,10 @@ data at 64² ≈ 100 MB).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -96,23 +97,39 @@ def decode_image(path: Path, geometry: Callable, size: Tuple[int, int]) -> np.nd
 
 class PixelTable:
     """Decoded images for a list of image ids, row ``i`` belonging to ``keys[i]``; ``batch`` gives
-    normalised float tensors on a device."""
+    normalised float tensors on a device. ``prefetch(rows)`` gathers the next batch's rows (and pins
+    them, on CUDA) in a background thread while the device works on the current one."""
 
     def __init__(self, keys: Sequence[str], array: np.ndarray, steps: PixelSteps):
         self.keys = list(keys)
         self.row: Dict[str, int] = {k: i for i, k in enumerate(self.keys)}
         self.array, self.steps = array, steps
         self._stats: Dict[torch.device, Tuple[Tensor, Tensor]] = {}
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pending: Optional[Tuple[np.ndarray, bool, Future]] = None
 
     def __len__(self) -> int:
         return len(self.keys)
 
+    def _gather(self, index: np.ndarray, pin: bool) -> Tensor:
+        pixels = torch.from_numpy(np.ascontiguousarray(self.array[index]))
+        return pixels.pin_memory() if pin else pixels
+
+    def prefetch(self, rows: Tensor, device: torch.device) -> None:
+        """Start gathering ``rows`` for the next ``batch`` call."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="cirbench-pixels")
+        index, pin = rows.detach().cpu().numpy(), device.type == "cuda"
+        self._pending = (index, pin, self._pool.submit(self._gather, index, pin))
+
     def batch(self, rows: Tensor, device: torch.device) -> Tensor:
         """Normalised pixels ``[B, 3, H, W]`` (float32) of ``rows`` on ``device``."""
-        index = rows.detach().cpu().numpy()
-        pixels = torch.from_numpy(np.ascontiguousarray(self.array[index]))
-        if device.type == "cuda":
-            pixels = pixels.pin_memory()
+        index, pin = rows.detach().cpu().numpy(), device.type == "cuda"
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[1] == pin and np.array_equal(pending[0], index):
+            pixels = pending[2].result()
+        else:
+            pixels = self._gather(index, pin)
         pixels = pixels.to(device, non_blocking=True)
         if device not in self._stats:
             shape = (1, -1, 1, 1)

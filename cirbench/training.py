@@ -96,8 +96,12 @@ class TrainingSet:
             variants = variants[order]
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
-            yield self.batch(order[start:start + batch_size],
-                             None if variants is None else variants[start:start + batch_size], towers)
+            batch = self.batch(order[start:start + batch_size],
+                               None if variants is None else variants[start:start + batch_size], towers)
+            if towers is not None and start + batch_size < stop:  # the next batch's pixels, while this one trains
+                upcoming = order[start + batch_size:start + 2 * batch_size]
+                towers.prefetch(self.reference_rows[upcoming], self.target_rows[upcoming])
+            yield batch
 
 
 @dataclass

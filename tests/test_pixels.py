@@ -71,3 +71,19 @@ def test_pipelines_that_cannot_be_split_are_refused():
     steps = split_preprocess(transforms.Compose([transforms.Resize(8), transforms.CenterCrop((8, 6)),
                                                  transforms.ToTensor(), normalize]))
     assert steps.size == (8, 6) and steps.mean == (0.5, 0.5, 0.5)
+
+
+def test_a_prefetched_batch_is_the_same_batch(tmp_path, images, monkeypatch):
+    backbone = build_backbone("tiny", "random", tmp_path / "cache")
+    table = pixel_table(backbone.preprocess, sorted(images), images, tmp_path / "cache", progress=False)
+    cpu = torch.device("cpu")
+    plain = table.batch(torch.tensor([3, 1]), cpu)
+    gathered = []
+    gather = table._gather
+    monkeypatch.setattr(table, "_gather", lambda index, pin: gathered.append(list(index)) or gather(index, pin))
+    table.prefetch(torch.tensor([3, 1]), cpu)
+    assert torch.equal(table.batch(torch.tensor([3, 1]), cpu), plain)
+    assert gathered == [[3, 1]]  # gathered once, by the prefetch
+    table.prefetch(torch.tensor([0, 2]), cpu)
+    assert torch.equal(table.batch(torch.tensor([3, 1]), cpu), plain)  # other rows than prefetched: gathered anew
+    assert sorted(map(tuple, gathered)) == [(0, 2), (3, 1), (3, 1)]
