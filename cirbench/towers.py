@@ -20,7 +20,6 @@ its weights) and :class:`TrainableTowers` does the rest for :func:`cirbench.trai
 from __future__ import annotations
 
 import copy
-import logging
 from typing import Iterable, List, Optional, Sequence, Set
 
 import torch
@@ -31,8 +30,6 @@ from .errors import ConfigError
 from .features import FeatureTable
 from .pixels import PixelTable, pixel_table
 from .types import Features, Stage
-
-log = logging.getLogger("cirbench")
 
 
 def trained_towers(stages: Iterable[Stage]) -> Set[str]:

@@ -3,7 +3,10 @@
 Everything the hot loop touches lives on the training device: frozen backbone features in
 :class:`TrainingSet`, row indices, the per-epoch shuffle and caption choices (drawn on the CPU
 once per epoch, moved once). The loss is read back to the host once per epoch, never per
-step, so a CUDA step never waits on the host. On CUDA the step runs under bf16 autocast.
+step, so a CUDA step never waits on the host. On CUDA the step runs under bf16 autocast and
+AdamW is fused. A stage that fine-tunes backbone towers (``Stage.trains``) gets them from
+:class:`cirbench.towers.TrainableTowers`: the batch embeds its pixels / token ids with those
+towers, and the feature tables are re-embedded after each such epoch.
 
 A checkpoint (method and optimizer state, stage, epoch, history, best metrics) is written
 atomically after every epoch; a run started again continues after the last finished epoch and,

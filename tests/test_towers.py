@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from cirbench.errors import ConfigError
 from cirbench.data.datasets import shapes_root
 from cirbench.data.loaders import load_cirr
+from cirbench.errors import ConfigError
 from cirbench.eval.predictions import score_file
 from cirbench.eval.submit import FILES, check_submission, rank_run, submit_cirr
 from cirbench.runner import Workspace, _CellTraining, execute
