@@ -100,10 +100,10 @@ class TrainableTowers:
         self.stale |= self.towers
 
     # -- inputs of a batch --------------------------------------------------------------------------
-    def prefetch(self, reference_rows: Tensor, target_rows: Tensor) -> None:
-        """The next batch's images (a trained image tower reads references and targets in one pass)."""
+    def prefetch(self, rows: Tensor) -> None:
+        """Image-table ``rows`` (on the host) of the next batch, when this stage trains the image tower."""
         if "image" in self.trains:
-            self.pixels.prefetch(torch.cat([reference_rows, target_rows]), self.images.features.embed.device)
+            self.pixels.prefetch(rows, self.images.features.embed.device)
 
     def image_features(self, rows: Tensor) -> Features:
         """Features of image-table ``rows`` from the (trainable) image tower, with gradients."""

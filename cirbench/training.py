@@ -60,6 +60,8 @@ class TrainingSet:
         self.text_rows = torch.stack(
             [texts.rows([v[i % len(v)] for i in range(width)]) for v in variants]
         ).to(device) if self.triplets else torch.zeros(0, 1, dtype=torch.long, device=device)
+        # host copies: a trained image tower gathers pixel rows on the host without a device sync
+        self._image_rows_cpu = (self.reference_rows.cpu(), self.target_rows.cpu())
 
     def __len__(self) -> int:
         return len(self.triplets)
@@ -68,11 +70,17 @@ class TrainingSet:
     def device(self) -> torch.device:
         return self.reference_rows.device
 
+    def _pixel_rows(self, index_cpu: Tensor) -> Tensor:
+        """Image-table rows of the references, then the targets, of triplets ``index_cpu`` (on the host)."""
+        reference, target = self._image_rows_cpu
+        return torch.cat([reference[index_cpu], target[index_cpu]])
+
     def batch(self, index: Tensor, variant: Optional[Tensor] = None,
-              towers: Optional["TrainableTowers"] = None) -> Batch:
+              towers: Optional["TrainableTowers"] = None, index_cpu: Optional[Tensor] = None) -> Batch:
         """The batch of triplets ``index``; ``variant`` picks each one's caption (default: the first,
         which for FashionIQ is the evaluation form "<c1> and <c2>"). The towers ``towers.trains``
-        embed their inputs here, with gradients; the others' features come from the tables."""
+        embed their inputs here, with gradients; the others' features come from the tables.
+        ``index_cpu`` is ``index`` on the host, when the caller has it (no device sync for pixel rows)."""
         if variant is None:
             text_rows = self.text_rows[index, 0]
         else:
@@ -80,7 +88,7 @@ class TrainingSet:
         reference_rows, target_rows = self.reference_rows[index], self.target_rows[index]
         trains = towers.trains if towers is not None else ()
         if "image" in trains:  # references and targets in one pass of the tower
-            both = towers.image_features(torch.cat([reference_rows, target_rows]))
+            both = towers.image_features(self._pixel_rows(index.cpu() if index_cpu is None else index_cpu))
             reference, target = both[:len(index)], both[len(index):]
         else:
             reference, target = self.images.features[reference_rows], self.images.features[target_rows]
@@ -92,18 +100,18 @@ class TrainingSet:
         """Shuffled batches with random captions when ``generator`` is given; else in order, first caption."""
         n = len(self)
         if generator is None:
-            order, variants = torch.arange(n, device=self.device), None
+            order_cpu, variants = torch.arange(n), None
         else:
-            order = torch.randperm(n, generator=generator).to(self.device)
-            variants = torch.randint(self.text_rows.shape[1], (n,), generator=generator).to(self.device)
-            variants = variants[order]
+            order_cpu = torch.randperm(n, generator=generator)
+            variants = torch.randint(self.text_rows.shape[1], (n,), generator=generator)[order_cpu].to(self.device)
+        order = order_cpu.to(self.device)
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
             batch = self.batch(order[start:start + batch_size],
-                               None if variants is None else variants[start:start + batch_size], towers)
+                               None if variants is None else variants[start:start + batch_size], towers,
+                               index_cpu=order_cpu[start:start + batch_size])
             if towers is not None and start + batch_size < stop:  # the next batch's pixels, while this one trains
-                upcoming = order[start + batch_size:start + 2 * batch_size]
-                towers.prefetch(self.reference_rows[upcoming], self.target_rows[upcoming])
+                towers.prefetch(self._pixel_rows(order_cpu[start + batch_size:start + 2 * batch_size]))
             yield batch
 
 
