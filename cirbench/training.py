@@ -96,9 +96,11 @@ class TrainingSet:
         return Batch(index, reference, text, target, target_rows)
 
     def batches(self, batch_size: int, generator: Optional[torch.Generator] = None,
-                drop_last: bool = False, towers: Optional["TrainableTowers"] = None) -> Iterator[Batch]:
-        """Shuffled batches with random captions when ``generator`` is given; else in order, first caption."""
-        n = len(self)
+                drop_last: bool = False, towers: Optional["TrainableTowers"] = None,
+                annotated_only: bool = False) -> Iterator[Batch]:
+        """Shuffled batches with random captions when ``generator`` is given; else in order, first caption.
+        ``annotated_only`` leaves out the generated triplets (the last ``generated``)."""
+        n = len(self) - (self.generated if annotated_only else 0)
         if generator is None:
             order_cpu, variants = torch.arange(n), None
         else:
@@ -232,7 +234,7 @@ def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validat
             total = torch.zeros((), device=device)
             steps = 0
             for batch in train.batches(stage.batch_size or config.batch_size, generator, drop_last=True,
-                                       towers=towers):
+                                       towers=towers, annotated_only=stage.annotated_only):
                 total += train_step(stage, batch, ctx, optimizer)
                 steps += 1
             method.eval()

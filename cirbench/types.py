@@ -64,6 +64,8 @@ class Stage:
     towers the stage fine-tunes besides ``parameters`` (``("text",)``, ``("image", "text")``;
     :mod:`cirbench.towers`). ``from_best``: the stage starts from the weights of the best epoch so
     far instead of the last (CLIP4Cir's Combiner stage starts from the best fine-tuned CLIP).
+    ``annotated_only``: the stage trains on the dataset's triplets, not on those the method generated
+    (SPN4CIR adds its positives in stage 2 only).
     """
 
     name: str
@@ -74,6 +76,7 @@ class Stage:
     batch_size: Optional[int] = None
     trains: Tuple[str, ...] = ()
     from_best: bool = False
+    annotated_only: bool = False
 
 
 @dataclass

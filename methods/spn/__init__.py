@@ -56,8 +56,10 @@ What cirbench chose, and why:
 * Generated triplets depend on ``gen_seed``, not the training seed (seeds measure training variance); they come
   after the annotated ones, never noised or evaluated, written in the official layout to ``<run>/spn_positives/``.
   The pool and the annotated references come from the noisy training triplets, whose image sets are those of the
-  clean ones (TME noise permutes fields among triplets). They join every stage (the released code: stage 2 only),
-  so +positives alone is a meaningful row.
+  clean ones (TME noise permutes fields among triplets). By default they join every stage, so +positives alone
+  is a meaningful row; ``positives_in=stage2`` adds them in stage 2 only, as the released code does (the
+  leaderboards set it). Stage 2 starts from the base's last epoch (``stage2_from=last``), or from its best,
+  as SPN4CIR starts from the best base checkpoint (``best``, set by the leaderboards).
 * Stage 2 (``Method.stages``): ``stage2_epochs`` 3, ``temperature`` 0.02, ``stage2_batch_size`` (0 = the run's
   batch size; the paper's is 256, which the leaderboards set), bank InfoNCE
   (``cirbench.losses.bank_info_nce``; ``neg_num`` 0 = whole bank). ``lr`` 1e-4, not 2e-5: the paper fine-tunes a
@@ -149,6 +151,8 @@ class SPN(Method):
         stage2_epochs: int = 3
         stage2_batch_size: int = 0  # 0: the run's batch size
         stage2_trains: str = "auto"  # backbone towers stage 2 fine-tunes: auto | none | text
+        stage2_from: str = "last"  # last | best: the base epoch stage 2 starts from (SPN4CIR: its best checkpoint)
+        positives_in: str = "all"  # all | stage2: the stages the generated triplets join (SPN4CIR: stage 2)
         lr: float = 1e-4
         temperature: float = 0.02
         weight_decay: float = -1.0  # -1: the base's
@@ -193,6 +197,9 @@ class SPN(Method):
 
     def __init__(self, dims: Dims, hparams: Optional["SPN.Hparams"] = None):
         super().__init__(dims, hparams)
+        for name, allowed in (("stage2_from", ("last", "best")), ("positives_in", ("all", "stage2"))):
+            if getattr(self.hp, name) not in allowed:
+                raise ConfigError(f"spn.{name} must be {' or '.join(allowed)}; got {getattr(self.hp, name)!r}")
         if self.hp.stage2_trains not in ("auto", "none", "text"):
             raise ConfigError(f"spn.stage2_trains must be auto, none or text; got {self.hp.stage2_trains!r}")
         if self.hp.stage2_batch_size < 0:
@@ -228,10 +235,13 @@ class SPN(Method):
 
     # -- stages: the base's, then the static-bank stage -------------------------------------
     def stages(self, epochs: int) -> List[Stage]:
-        out = [dataclasses.replace(s, lr=s.lr or self.base.hp.lr) for s in self.base.stages(epochs)]
+        only_annotated = self.hp.positives_in == "stage2" and self.hp.negatives and self.hp.stage2_epochs > 0
+        out = [dataclasses.replace(s, lr=s.lr or self.base.hp.lr, annotated_only=s.annotated_only or only_annotated)
+               for s in self.base.stages(epochs)]
         if self.hp.negatives and self.hp.stage2_epochs > 0:
             out.append(Stage(STAGE2, self.hp.stage2_epochs, self.query_parameters, self.bank_loss, lr=self.hp.lr,
-                             batch_size=self.hp.stage2_batch_size or None, trains=self.stage2_towers(out)))
+                             batch_size=self.hp.stage2_batch_size or None, trains=self.stage2_towers(out),
+                             from_best=self.hp.stage2_from == "best"))
         return out
 
     def stage2_towers(self, base_stages: List[Stage]) -> tuple:

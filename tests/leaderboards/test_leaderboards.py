@@ -286,6 +286,7 @@ def test_shipped_rows_are_not_presented_as_regenerated_and_protocols_match_the_p
         spn = grid["hparams"]["spn:clip4cir"]  # over that model, SPN's stage 2 trains the text tower
         assert (spn["base_finetune"], spn["base_combiner"], spn["stage2_trains"]) == ("both", False, "text")
         assert (spn["stage2_epochs"], spn["stage2_batch_size"], spn["lr"], spn["temperature"]) == (3, 256, 2e-5, 0.02)
+        assert (spn["positives_in"], spn["stage2_from"]) == ("stage2", "best")  # SPN4CIR's schedule
     for name in ("spn-fashioniq", "spn-cirr", "dqe-cir-fashioniq", "tme-noise-fashioniq", "tme-noise-cirr"):
         assert load(name).grid["preprocess"] == "targetpad:1.25", name  # what CLIP4Cir / SPN / SPRC / HABIT used
     for name in ("tme-noise-fashioniq", "tme-noise-cirr"):

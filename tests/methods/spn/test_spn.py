@@ -106,6 +106,24 @@ def test_stage_two_has_its_own_batch_size_when_set():
         SPN(Dims(8), SPN.make_hparams({"stage2_batch_size": -1}))
 
 
+def test_released_schedule_positives_in_stage_two_from_the_best_base_epoch():
+    default = SPN(Dims(8), SPN.make_hparams({"base": "clip4cir"})).stages(2)
+    assert [(s.annotated_only, s.from_best) for s in default] == [(False, False), (False, False)]
+    released = SPN(Dims(8), SPN.make_hparams({"base": "clip4cir", "positives_in": "stage2",
+                                               "stage2_from": "best"})).stages(2)
+    assert [(s.name, s.annotated_only, s.from_best) for s in released] == [("main", True, False),
+                                                                            (STAGE2, False, True)]
+    with pytest.raises(ConfigError, match="positives_in"):
+        SPN(Dims(8), SPN.make_hparams({"positives_in": "stage1"}))
+    # a stage that trains on annotated triplets only never draws a generated one
+    table = FeatureTable([f"i{k}" for k in range(6)], Features(torch.randn(6, 8)))
+    triplets = [Triplet(f"q{k}", f"i{k}", f"i{(k + 1) % 6}", ["t"], "cirr") for k in range(6)]
+    train = TrainingSet("cirr", triplets, table, FeatureTable(["t"], Features(torch.randn(1, 8))), generated=2)
+    drawn = torch.cat([b.index for b in train.batches(2, torch.Generator().manual_seed(0), annotated_only=True)])
+    assert sorted(drawn.tolist()) == [0, 1, 2, 3]
+    assert len(torch.cat([b.index for b in train.batches(2, torch.Generator().manual_seed(0))])) == 6
+
+
 def test_hyper_parameters_select_the_base_the_parts_and_pass_base_settings(monkeypatch):
     cls, hp = resolve_method(RunSpec(method="spn:clip4cir+positives", dataset="shapes-cirr",
                                      hparams={"base_lr": "5e-4"}))
