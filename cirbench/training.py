@@ -167,7 +167,8 @@ def stage_optimizer(method: Method, stage: Stage, towers: Optional["TrainableTow
         params.update({id(p): p for p in towers.parameters(stage.trains)})
     params = list(params.values())
     fused = bool(params) and all(p.is_cuda for p in params)
-    return torch.optim.AdamW(params, lr=stage.lr or method.hp.lr, weight_decay=method.hp.weight_decay,
+    lr = method.hp.lr if stage.lr is None else stage.lr  # a stage's lr 0 is an lr (the weights stay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=method.hp.weight_decay,
                              **({"fused": True} if fused else {}))
 
 

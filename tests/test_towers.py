@@ -160,3 +160,12 @@ def test_gradient_checkpointing_gives_the_same_gradients(tmp_path):
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name, g in grads[0].items():
         assert torch.allclose(g, grads[1][name], atol=1e-5), name
+
+
+def test_a_stage_lr_of_zero_keeps_the_towers_as_they_are(tmp_path, ws):
+    """``finetune_lr=0``: stage 1 ranks with the sum over the frozen backbone (a zero-shot control)."""
+    s = spec("both", hparams={"finetune_lr": 0, "combiner": False})
+    before = _state(ws.backbone(s))
+    execute(s, tmp_path, ws)
+    saved = torch.load(RunDir(tmp_path / s.dirname()).best_model_file, weights_only=False)
+    assert all(torch.equal(saved[f"backbone.{k}"], v) for k, v in before.items())

@@ -236,7 +236,8 @@ class SPN(Method):
     # -- stages: the base's, then the static-bank stage -------------------------------------
     def stages(self, epochs: int) -> List[Stage]:
         only_annotated = self.hp.positives_in == "stage2" and self.hp.negatives and self.hp.stage2_epochs > 0
-        out = [dataclasses.replace(s, lr=s.lr or self.base.hp.lr, annotated_only=s.annotated_only or only_annotated)
+        out = [dataclasses.replace(s, lr=self.base.hp.lr if s.lr is None else s.lr,
+                                   annotated_only=s.annotated_only or only_annotated)
                for s in self.base.stages(epochs)]
         if self.hp.negatives and self.hp.stage2_epochs > 0:
             out.append(Stage(STAGE2, self.hp.stage2_epochs, self.query_parameters, self.bank_loss, lr=self.hp.lr,
