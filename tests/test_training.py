@@ -51,3 +51,47 @@ def test_fit_lowers_the_training_loss(tmp_path):
               tmp_path / "ckpt.pt", progress=False)
     losses = [row["loss"] for row in out["history"]]
     assert len(losses) == 15 and losses[-1] < 0.7 * losses[0]
+
+
+def test_a_stage_from_best_starts_from_the_best_epochs_weights(tmp_path):
+    """``Stage.from_best``: the second stage starts from the weights of the best epoch so far, not the last."""
+    from cirbench.files import save_torch
+    from cirbench.method import Method
+    from cirbench.types import Stage
+
+    class TwoStages(Method):
+        def __init__(self, dims, hparams=None):
+            super().__init__(dims, hparams)
+            self.proj = torch.nn.Linear(dims.embed, dims.embed)
+
+        def compose(self, reference, text):
+            return self.proj(reference.embed + text.embed)
+
+        def stages(self, epochs):
+            return [Stage("first", 3, self.parameters, self.loss),
+                    Stage("second", 1, self.parameters, self.loss, from_best=True)]
+
+    train, _ = make_set()
+    method = TwoStages(Dims(8))
+    selections = iter([5.0, 9.0, 1.0, 0.0])  # epoch 2 of the first stage is the best
+    states, starts = {}, []
+    best_file = tmp_path / "best.pt"
+    original = method.on_epoch_start
+
+    def on_epoch_start(ctx):
+        if ctx.stage == "second":
+            starts.append({k: v.clone() for k, v in method.state_dict().items()})
+        return original(ctx)
+
+    method.on_epoch_start = on_epoch_start
+
+    def validate(m):
+        return Validation({}, next(selections))
+
+    def on_best(val):
+        states["best"] = {k: v.clone() for k, v in method.state_dict().items()}
+        save_torch(method.state_dict(), best_file)
+
+    fit(method, train, validate, TrainConfig(epochs=3, batch_size=4), tmp_path / "ckpt.pt", on_best=on_best,
+        progress=False, best_state=lambda: torch.load(best_file, weights_only=False))
+    assert all(torch.equal(starts[0][k], v) for k, v in states["best"].items())  # epoch 2's, not epoch 3's
