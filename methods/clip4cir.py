@@ -67,8 +67,13 @@ class Clip4Cir(Method):
         # stage 1 alone (combiner=false) is the fine-tuned CLIP with the sum: no Combiner to build
         self.combiner = Combiner.from_hparams(dims.embed, self.hp) if self.hp.combiner or not self.towers else None
         if self.towers:  # True while the query is stage 1's sum: saved with the weights, so a model from
-            # either stage ranks with its own composition
+            # either stage ranks with its own composition; `_sum` mirrors it on the host (no device sync per step)
             self.register_buffer("sum_composition", torch.tensor(True))
+            self._sum = True
+            self.register_load_state_dict_post_hook(lambda module, _: module._sync_sum())
+
+    def _sync_sum(self) -> None:
+        self._sum = bool(self.sum_composition)
 
     def stages(self, epochs: int) -> List[Stage]:
         if not self.towers:
@@ -82,9 +87,10 @@ class Clip4Cir(Method):
     def on_epoch_start(self, ctx) -> None:
         if self.towers and ctx.stage in (FINETUNE_STAGE, "main"):  # a wrapper's later stage keeps the last one
             self.sum_composition.fill_(ctx.stage == FINETUNE_STAGE)
+            self._sum = ctx.stage == FINETUNE_STAGE
 
     def compose(self, reference: Features, text: Features) -> Tensor:
-        if self.towers and bool(self.sum_composition):
+        if self.towers and self._sum:
             return reference.embed + text.embed  # normalised by every caller: CLIP4Cir's element_wise_sum
         return self.combiner(F.normalize(reference.embed, dim=-1), F.normalize(text.embed, dim=-1))
 

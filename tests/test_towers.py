@@ -132,7 +132,7 @@ def test_spn_over_the_fine_tuned_sum_model_trains_the_text_tower_against_the_ban
     helper.start_stage(stages[1])
     ctx = TrainContext(cell.train, TrainConfig(), torch.device("cpu"), stage=stages[1].name)
     spn.on_epoch_start(ctx)
-    assert bool(spn.base.sum_composition)  # SPN's stage keeps the base's sum composition
+    assert bool(spn.base.sum_composition) and spn.base._sum  # SPN's stage keeps the base's sum composition
     batch = next(cell.train.batches(8, torch.Generator().manual_seed(0), towers=helper))
     stages[1].loss(batch, ctx).backward()
     text = {id(p) for p in spn.backbone.tower_parameters("text")}
@@ -169,3 +169,14 @@ def test_a_stage_lr_of_zero_keeps_the_towers_as_they_are(tmp_path, ws):
     execute(s, tmp_path, ws)
     saved = torch.load(RunDir(tmp_path / s.dirname()).best_model_file, weights_only=False)
     assert all(torch.equal(saved[f"backbone.{k}"], v) for k, v in before.items())
+
+
+def test_the_composition_flag_follows_loaded_weights():
+    """A model saved in stage 2 ranks with the Combiner, one saved in stage 1 with the sum, whatever the
+    fresh model's flag was (the host mirror of the buffer follows load_state_dict)."""
+    stage2 = Clip4Cir(Dims(8), Clip4Cir.make_hparams({"finetune": "both"}))
+    stage2.sum_composition.fill_(False)
+    fresh = Clip4Cir(Dims(8), Clip4Cir.make_hparams({"finetune": "both"}))
+    assert fresh._sum
+    fresh.load_state_dict(stage2.state_dict())
+    assert not fresh._sum
