@@ -42,22 +42,24 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="METHOD.K
                           help="Override a method hyper-parameter, e.g. --set clip4cir.lr=5e-4 (repeatable).")
 
 
-def preprocess_option(default: str = "Default: clip."):
-    """``--preprocess clip|targetpad[:RATIO]``; the value reaches the command as ``preprocess``."""
-    return click.option(
-        "--preprocess", metavar="clip|targetpad[:RATIO]",
-        help="Image preprocessing: clip (the backbone's own transform) or targetpad[:RATIO], CLIP4Cir's TargetPad "
-             "(pad images whose aspect ratio exceeds RATIO, default 1.25, then resize and centre-crop), as "
-             f"CLIP4Cir, SPRC, SPN and HABIT preprocess. {default}")
+def _option_with_default_note(flag: str, metavar: str, text: str, default_note: str):
+    """An option factory whose help ends with a note on the default that each command words itself."""
+    def make(default: str = default_note):
+        return click.option(flag, metavar=metavar, help=f"{text} {default}")
+    return make
 
 
-def noise_seed_option(default: str = "Default: 0."):
-    """``--noise-seed INT|same``; the value reaches the command as ``noise_seed``."""
-    return click.option(
-        "--noise-seed", metavar="INT|same",
-        help="Seed of the noise draw: an integer (one noisy training set for every training seed) or 'same' "
-             "(each cell's training seed, as TME and HABIT draw it, so the spread over seeds includes the draw). "
-             f"{default}")
+#: ``--preprocess clip|targetpad[:RATIO]``; the value reaches the command as ``preprocess``
+preprocess_option = _option_with_default_note(
+    "--preprocess", "clip|targetpad[:RATIO]",
+    "Image preprocessing: clip (the backbone's own transform) or targetpad[:RATIO], CLIP4Cir's TargetPad (pad images "
+    "whose aspect ratio exceeds RATIO, default 1.25, then resize and centre-crop), as CLIP4Cir, SPRC, SPN and HABIT "
+    "preprocess.", "Default: clip.")
+#: ``--noise-seed INT|same``; the value reaches the command as ``noise_seed``
+noise_seed_option = _option_with_default_note(
+    "--noise-seed", "INT|same",
+    "Seed of the noise draw: an integer (one noisy training set for every training seed) or 'same' (each cell's "
+    "training seed, as TME and HABIT draw it, so the spread over seeds includes the draw).", "Default: 0.")
 
 
 which_option = click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
