@@ -228,14 +228,19 @@ def test_a_real_data_leaderboard_without_its_data_stops_before_writing(tmp_path,
     assert not out_dir.exists()
 
 
-def test_the_spn_board_runs_its_fine_tuning_rows_on_a_real_layout_folder(tmp_path, capsys, make_fashioniq):
-    """spn-fashioniq's grid as shipped (CLIP4Cir stage 1 with the sum; SPN's stage 2 on its text tower) on a small
-    FashionIQ folder of generated images, with the tiny backbone in place of RN50x4 (nothing downloads)."""
-    root = make_fashioniq()
+@pytest.mark.parametrize("board", ["spn-fashioniq", "spn-cirr"])
+def test_the_spn_boards_run_their_fine_tuning_rows_on_a_real_layout_folder(tmp_path, capsys, make_fashioniq,
+                                                                             make_cirr, board):
+    """The SPN boards' grids as shipped (CLIP4Cir stage 1 with the sum; SPN's stage 2 on its text tower, its
+    positives in stage 2 only) on small folders of generated images in the official layouts, with the tiny
+    backbone in place of RN50x4 (nothing downloads)."""
+    dataset = board.split("-")[1]
+    root = make_fashioniq() if dataset == "fashioniq" else make_cirr()
+    images = [p for p in root.rglob("*.png")]
     captions = tmp_path / "llava_captions.json"  # SPN's captions come from an offline captioner on real data
-    captions.write_text(json.dumps({p.stem: f"a photo of {p.stem}" for p in (root / "images").iterdir()}))
+    captions.write_text(json.dumps({p.stem: f"a photo of {p.stem}" for p in images}))
     out_dir = tmp_path / "runs"
-    code, out, err = cirbench(capsys, "leaderboard", "run", "spn-fashioniq", "--data-root", f"fashioniq={root}",
+    code, out, err = cirbench(capsys, "leaderboard", "run", board, "--data-root", f"{dataset}={root}",
                               "--backbone", "tiny", "--weights", "random", "--epochs", "1", "--out", str(out_dir),
                               "--set", "spn:clip4cir.captioner=file", "--set", f"spn:clip4cir.captions={captions}",
                               "--no-progress")
