@@ -8,12 +8,13 @@ import click
 
 from .options import (
     cache_dir_option,
+    cell_reporter,
     color,
     data_root_option,
     device_option,
     force_option,
-    grad_checkpointing_option,
     format_option,
+    grad_checkpointing_option,
     no_progress_option,
     noise_seed_option,
     parse_data_roots,
@@ -101,8 +102,7 @@ def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed,
     preflight(lb, grid, ws)  # missing data or weights stop here, before anything is written
     click.echo(f"cirbench leaderboard run {lb.name}: {grid.summary()} on {ws.device} -> {out}/", err=True)
     t0 = time.time()
-    done = run_grid(cells, out, ws, force=force, report=lambda i, cell, metrics, seconds: click.echo(
-        f"[{i}/{len(cells)}] {cell.dirname()}  ({seconds:.1f}s)", err=True))
+    done = run_grid(cells, out, ws, force=force, report=cell_reporter(len(cells)))
     click.echo(f"finished {len(cells)} runs in {time.time() - t0:.0f}s\n", err=True)
     if lb.paper is not None:
         click.echo(render_comparison(lb, done, fmt))

@@ -134,6 +134,18 @@ def read_runs_or_fail(runs_dir: Path):
     return runs
 
 
+def cell_reporter(total: int):
+    """``report(i, cell, metrics, seconds)`` for ``run_grid``: one line per finished cell on stderr, with the
+    layout's headline metric (FashionIQ avg R@10, CIRR Avg) of its best epoch."""
+    from ..eval.evaluation import primary_value
+
+    def report(i, cell, metrics, seconds):
+        layout = metrics["config"]["layout"]
+        headline = f"{'avg R@10' if layout == 'fashioniq' else 'Avg'} {primary_value(layout, metrics['best']):.2f}"
+        click.echo(f"[{i}/{total}] {cell.dirname()}  {headline}  ({seconds:.1f}s)", err=True)
+    return report
+
+
 def color(fmt: str) -> bool:
     """Whether to mark best / second with ANSI codes: terminal format on a terminal."""
     return fmt == "terminal" and sys.stdout.isatty()

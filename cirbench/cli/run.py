@@ -8,11 +8,12 @@ import click
 
 from .options import (
     cache_dir_option,
+    cell_reporter,
     data_root_option,
     device_option,
     force_option,
-    grad_checkpointing_option,
     format_option,
+    grad_checkpointing_option,
     no_progress_option,
     noise_seed_option,
     noise_type_option,
@@ -65,7 +66,6 @@ def run(methods, datasets_, noise_type, noise_rates, noise_seed, seeds, backbone
     0, 0.2, 0.5 and 0.8 — offline, on the CPU, in minutes.
     """
     from ..devices import resolve_device
-    from ..eval.evaluation import primary_value
     from ..grid import QUICK, Grid, load_spec
     from ..report.tables import build_tables, render_all
     from ..runner import Workspace, run_grid
@@ -95,12 +95,7 @@ def run(methods, datasets_, noise_type, noise_rates, noise_seed, seeds, backbone
                    grad_checkpointing=grad_checkpointing)
     click.echo(f"cirbench run: {grid.summary()} on {ws.device} -> {out}/", err=True)
 
-    def report(i, cell, metrics, seconds):
-        layout = metrics["config"]["layout"]
-        headline = f"{'avg R@10' if layout == 'fashioniq' else 'Avg'} {primary_value(layout, metrics['best']):.2f}"
-        click.echo(f"[{i}/{len(cells)}] {cell.dirname()}  {headline}  ({seconds:.1f}s)", err=True)
-
     t0 = time.time()
-    done = run_grid(cells, out, ws, force=force, report=report)
+    done = run_grid(cells, out, ws, force=force, report=cell_reporter(len(cells)))
     click.echo(f"finished {len(cells)} runs in {time.time() - t0:.0f}s\n", err=True)
     click.echo(render_all(build_tables(done), fmt))
