@@ -254,10 +254,19 @@ class _CellTraining:
         }
 
 
+def check_cell(spec: RunSpec, ws: Workspace) -> None:
+    """What a cell needs, checked before its folder is written: the method and its hyper-parameters,
+    the backbone and its weights, the dataset folder (each a one-line error; the workspace keeps what
+    it built for the cell)."""
+    resolve_method(spec)
+    ws.backbone(spec)
+    ws.dataset(spec)
+
+
 def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) -> dict:
     """Run one cell (or finish it, or skip it if done); returns its ``metrics.json`` content."""
     run_dir = RunDir(Path(out_dir) / spec.dirname())
-    done = run_dir.start(spec, force)
+    done = run_dir.start(spec, force, validate=lambda: check_cell(spec, ws))
     if done is not None:
         return done
     started = time.time()
@@ -286,6 +295,5 @@ def run_grid(cells: Sequence[RunSpec], out_dir: Path, ws: Workspace, force: bool
     return done
 
 
-__all__ = ["BuiltMethod", "RunContext", "Workspace", "attach_towers", "build_method", "execute", "provenance",
-           "resolve_method",
-           "run_grid"]
+__all__ = ["BuiltMethod", "RunContext", "Workspace", "attach_towers", "build_method", "check_cell", "execute",
+           "provenance", "resolve_method", "run_grid"]

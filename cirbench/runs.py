@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
 
 from .data import datasets
 from .errors import ConfigError, DataError
@@ -247,13 +247,28 @@ class RunDir:
         return RunRecord(self.path, config, metrics)
 
     # -- writing --------------------------------------------------------------------------------
-    def start(self, spec: RunSpec, force: bool = False) -> Optional[dict]:
+    def trained(self) -> bool:
+        """Whether anything was trained here (a checkpoint, a history or metrics), beyond a config."""
+        return any(f.exists() for f in (self.checkpoint_file, self.history_file, self.metrics_file))
+
+    def start(self, spec: RunSpec, force: bool = False, validate: Callable[[], None] = lambda: None
+              ) -> Optional[dict]:
         """Claim the folder for ``spec``: the finished run's metrics if it is done already, else None
-        after writing ``config.json``. A folder holding other settings is refused unless ``force``,
-        which clears its results and checkpoint."""
+        after ``validate()`` (everything the cell needs, checked before the first byte is written) and
+        writing ``config.json``. A folder holding a run with other settings is refused unless ``force``,
+        which clears its results and checkpoint; one that holds only a config (nothing trained, e.g.
+        an earlier command that failed) is taken over."""
         config = spec.to_config()
         if self.config_file.exists():
-            old = json.loads(self.config_file.read_text())
+            try:
+                old = json.loads(self.config_file.read_text())
+            except (OSError, ValueError):
+                if self.trained() and not force:
+                    raise ConfigError(f"{self.config_file} is unreadable (truncated?) and the folder holds a "
+                                      "started run; pass --force to start it again") from None
+                old = {}
+            if old != config and not self.trained():
+                old = config  # nothing was trained under the old settings: the folder is free
             if old != config:
                 if not force:
                     diff = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}"
@@ -264,6 +279,7 @@ class RunDir:
                     stale.unlink(missing_ok=True)
         if self.finished:
             return self.read_metrics()
+        validate()
         write_json(self.config_file, config)
         return None
 

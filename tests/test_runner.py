@@ -183,3 +183,23 @@ def test_the_preprocessing_choice_reaches_the_backbone_features_and_metrics(tmp_
     # the same folder asked for with the default preprocessing is another setting
     with pytest.raises(ConfigError, match=r"preprocess: 'targetpad:1.5' -> None"):
         execute(spec(noise_rate=0.0, epochs=1), tmp_path, ws)
+
+
+def test_bad_settings_write_nothing_and_the_corrected_command_runs(tmp_path, ws):
+    """Validation comes before the first byte: a bad hyper-parameter or weights file leaves no folder behind,
+    and a folder that holds only a config (an earlier failure) never blocks the corrected command."""
+    bad = spec(hparams={"nosuch": 1}, epochs=1)
+    with pytest.raises(ConfigError, match="no hyper-parameter 'nosuch'"):
+        execute(bad, tmp_path, ws)
+    with pytest.raises(ConfigError, match="does not exist"):
+        execute(spec(weights=str(tmp_path / "missing.pt"), epochs=1), tmp_path, ws)
+    assert not list(tmp_path.rglob("config.json"))
+    good = spec(epochs=1)
+    folder = RunDir(tmp_path / good.dirname())
+    folder.path.mkdir(parents=True)
+    folder.config_file.write_text(json.dumps({**good.to_config(), "epochs": 7}))  # a config, nothing trained
+    assert execute(good, tmp_path, ws)["status"] == "finished"
+    folder.config_file.write_text('{"method": "clip')  # truncated, over a started run
+    with pytest.raises(ConfigError, match="unreadable.*--force"):
+        execute(good, tmp_path, ws)
+    assert execute(good, tmp_path, ws, force=True)["status"] == "finished"
