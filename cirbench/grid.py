@@ -85,8 +85,17 @@ class Grid:
         for key in self.data_root:
             if key not in datasets.DATASETS or datasets.is_generated(key):
                 raise ConfigError(f"data_root names {key!r}, which is not a real dataset (fashioniq, cirr)")
+        for key in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, key), int) or isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key} must be a whole number, got {getattr(self, key)!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ConfigError("epochs must be >= 1 and batch_size >= 2")
+        for seed in self.seeds:
+            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+                raise ConfigError(f"training seeds must be whole numbers >= 0, got {seed!r}")
+        for key in ("methods", "datasets"):
+            if not all(isinstance(x, str) for x in getattr(self, key)):
+                raise ConfigError(f"{key} must be names, got {getattr(self, key)!r}")
         self.methods = expand_methods(self.methods)
         names = set(self.methods) | {m.split(":")[0] for m in self.methods}
         for name in self.hparams:

@@ -1,5 +1,7 @@
 """Grid cells from options and spec files: the preprocessing choice and ``noise seed: same``
 resolved per cell, config.json unchanged for the defaults, bad values as one-line errors."""
+import re
+
 import pytest
 
 from cirbench.errors import ConfigError
@@ -72,3 +74,16 @@ def test_leaderboard_grids_take_the_new_keys(tmp_path):
     raw["grid"]["preprocess"] = "letterbox"
     with pytest.raises(ConfigError, match=r"leaderboard lb.yaml: 'grid': 'preprocess' must be clip"):
         parse(raw, tmp_path / "lb.yaml")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seeds": [-1]}, "seeds must be whole numbers >= 0, got -1"),
+    ({"seeds": ["a"]}, "seeds must be whole numbers >= 0, got 'a'"),
+    ({"epochs": "ten"}, "epochs must be a whole number, got 'ten'"),
+    ({"methods": [5]}, "methods must be names"),
+])
+def test_nonsense_grids_are_refused_with_one_line(change, message):
+    """Issue 20's accepted nonsense: a negative seed trained a folder 'seed-1', a spec's `methods: 5` ran the
+    default grid, `epochs: ten` raised a TypeError."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Grid(**change).validate()
