@@ -101,9 +101,11 @@ def _load_or_compute(path: Path, compute) -> Features:
     return feats
 
 
-def _concat(parts: List[Features]) -> Features:
+def concat_features(parts: List[Features]) -> Features:
+    """Rows of several feature batches, one after another (each field kept when the parts have it)."""
     cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
-    return Features(cat([p.embed for p in parts]), cat([p.tokens for p in parts]), cat([p.mask for p in parts]))
+    return Features(cat([p.embed for p in parts]), cat([p.tokens for p in parts]), cat([p.mask for p in parts]),
+                    cat([p.extra for p in parts]))
 
 
 class _ImageFiles(torch.utils.data.Dataset):
@@ -139,7 +141,7 @@ def image_features(backbone: Backbone, ids: Sequence[str], paths: Dict[str, Path
         for pixels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if progress else True):
             with autocast(backbone.device):
                 parts.append(backbone.encode_images(pixels.to(backbone.device, non_blocking=True), tokens=tokens))
-        return _concat(parts)
+        return concat_features(parts)
 
     return FeatureTable(ids, _load_or_compute(Path(cache_dir) / "features" / f"img-{key}.pt", compute))
 
@@ -160,7 +162,7 @@ def text_features(backbone: Backbone, texts: Sequence[str], *, tokens: bool, cac
         if tokens:  # pad every batch to the same length before concatenating
             width = max(p.tokens.shape[1] for p in parts)
             parts = [_pad(p, width) for p in parts]
-        return _concat(parts)
+        return concat_features(parts)
 
     feats = _load_or_compute(Path(cache_dir) / "features" / f"txt-{key}.pt", compute)
     if feats.mask is not None:  # trim padding no text uses

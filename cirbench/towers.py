@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from .backbones.base import TOWERS, Backbone
 from .errors import ConfigError
-from .features import FeatureTable
+from .features import FeatureTable, concat_features
 from .pixels import PixelTable, pixel_table
 from .types import Features, Stage
 
@@ -128,19 +128,13 @@ class TrainableTowers:
         if "image" in self.stale:
             rows = torch.arange(len(self.images))
             parts = [self.image_features(rows[s:s + chunk]) for s in range(0, len(rows), chunk)]
-            self.images.features = _stored(_concat(parts), self.images.features)
+            self.images.features = _stored(concat_features(parts), self.images.features)
         if "text" in self.stale:
             rows = torch.arange(len(self.texts), device=self.token_ids.device)
             parts = [self.text_features(rows[s:s + chunk]) for s in range(0, len(rows), chunk)]
-            self.texts.features = _stored(_concat(parts), self.texts.features)
+            self.texts.features = _stored(concat_features(parts), self.texts.features)
         self.backbone.train(was_training)
         self.stale.clear()
-
-
-def _concat(parts: List[Features]) -> Features:
-    cat = lambda xs: None if xs[0] is None else torch.cat(xs)  # noqa: E731
-    return Features(cat([p.embed for p in parts]), cat([p.tokens for p in parts]), cat([p.mask for p in parts]),
-                    cat([p.extra for p in parts]))
 
 
 def _stored(new: Features, old: Features) -> Features:
