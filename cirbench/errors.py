@@ -11,3 +11,17 @@ class DataError(CirbenchError):
 
 class ConfigError(CirbenchError):
     """A bad option, spec file, method name, noise rate, ..."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C while a grid ran: ``cell`` is the run folder it stopped in (relative to ``--out``).
+    Not a KeyboardInterrupt, so that click passes it on to the entry point, which names the cell
+    and the command that resumes it."""
+
+    def __init__(self, cell: str):
+        super().__init__(cell)
+        self.cell = cell
+
+
+#: What to do about a run folder whose files cirbench cannot continue from.
+RESTART_CELL = "pass --force to start this cell again"

@@ -5,22 +5,69 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import socket
 from pathlib import Path
 from typing import Any, Callable, Optional, Type
 
 import yaml
 
+from .errors import DataError
+
+#: ``<host>-<pid>``: the writer of a temporary file, so that a later process can tell a killed
+#: writer's leftovers (this host, no such process) from a live writer's (another process, another host).
+_WRITER = re.compile(r"\.(?P<host>[^.]+)-(?P<pid>\d+)\.(tmp|partial|old)$")
+
+
+def temporary_path(path, kind: str = "tmp") -> Path:
+    """A hidden name beside ``path`` for a file or folder being written: ``.NAME.HOST-PID.KIND``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{_host()}-{os.getpid()}.{kind}")
+
+
+def remove_stale_temporaries(folder, name: str = "*") -> int:
+    """Remove the temporary files and folders (:func:`temporary_path`) of ``name`` in ``folder`` left by
+    writers that were killed (a process of this host that no longer exists); returns how many."""
+    removed = 0
+    for tmp in Path(folder).glob(f".{name}.*"):
+        m = _WRITER.search(tmp.name)
+        if not m or m["host"] != _host() or _alive(int(m["pid"])):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _host() -> str:
+    return socket.gethostname().split(".")[0].replace("-", "_") or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
 
 def atomic_write(path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then move it into place with
     ``os.replace``: a reader sees the old file or the new one, never a part. The folder is made
-    if needed; the temporary file is removed if writing fails."""
+    if needed; the temporary file is removed if writing fails, and those of killed earlier writers
+    of ``path`` are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: os.replace is atomic
+    remove_stale_temporaries(path.parent, path.name)
+    tmp = temporary_path(path)  # same folder: os.replace is atomic
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:  # e.g. a full disk: name the file the user knows, not the temporary one
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -37,7 +84,27 @@ def save_torch(obj: Any, path) -> Path:
     """``torch.save(obj)`` at ``path``, atomically."""
     import torch  # here, so that reading and writing JSON needs no torch
 
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # through a Python file, a full disk is an OSError (ENOSPC), not a RuntimeError
+            torch.save(obj, f)
+
+    return atomic_write(path, write)
+
+
+def load_torch(path, what: str, map_location=None, hint: str = "") -> Any:
+    """``torch.load`` of a file cirbench wrote (a checkpoint, a best model): DataError with one line
+    naming ``what``, the file and ``hint`` (what to do) when it is empty, truncated or not a torch file."""
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except OSError as exc:
+        raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # empty (EOFError), random bytes (UnpicklingError), truncated zip (RuntimeError)
+        reason = "it is empty" if path.stat().st_size == 0 else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        raise DataError(f"{what} {path} is unreadable, corrupt or truncated ({reason})"
+                        + (f"; {hint}" if hint else "")) from None
 
 
 def read_json(path, what: str, error: Type[Exception], missing: Optional[str] = None, **load_options) -> Any:
@@ -68,4 +135,5 @@ def _read(path, what: str, error: Type[Exception], missing: Optional[str], kind:
         raise error(f"cannot read {what} {path}: {e.strerror}") from None
 
 
-__all__ = ["atomic_write", "read_json", "read_yaml", "save_torch", "write_json"]
+__all__ = ["atomic_write", "load_torch", "read_json", "read_yaml", "remove_stale_temporaries", "save_torch",
+           "temporary_path", "write_json"]

@@ -22,10 +22,11 @@ from .backbones import build_backbone
 from .data import datasets
 from .data.noise import inject_noise, save_manifest
 from .data.triplets import CIRDataset, Split, Triplet, eval_text, train_texts
+from .errors import RESTART_CELL, Interrupted
 from .eval.detection import detection_metrics
 from .eval.evaluation import EvalResult, evaluate, selection_value
 from .features import FeatureTable, image_features, text_features
-from .files import save_torch
+from .files import load_torch, save_torch
 from .method import Method
 from .paths import cache_dir as default_cache_dir
 from .registry import resolve_name
@@ -231,11 +232,9 @@ class _CellTraining:
         return detection_metrics(probs[:n] if len(probs) == len(self.train) else probs, self.qids,
                                  self.noise.manifest)
 
-    def on_epoch(self, row: dict) -> None:
+    def epoch_log(self) -> dict:
         scores = self.noise_detection()
-        if scores is not None:
-            row["noise_detection"] = scores  # the same dict fit() keeps, so the final history has it too
-        self.run_dir.append_history(row)
+        return {} if scores is None else {"noise_detection": scores}
 
     def metrics(self, result: dict, started: float) -> dict:
         """``metrics.json`` of the finished run."""
@@ -256,11 +255,11 @@ class _CellTraining:
 
 def check_cell(spec: RunSpec, ws: Workspace) -> None:
     """What a cell needs, checked before its folder is written: the method and its hyper-parameters,
-    the backbone and its weights, the dataset folder (each a one-line error; the workspace keeps what
-    it built for the cell)."""
+    the dataset folder, the backbone and its weights (each a one-line error, the cheap checks first;
+    the workspace keeps what it built for the cell)."""
     resolve_method(spec)
-    ws.backbone(spec)
     ws.dataset(spec)
+    ws.backbone(spec)
 
 
 def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) -> dict:
@@ -273,9 +272,9 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
     cell = _CellTraining(spec, run_dir, ws)
     result = fit(cell.built.method, cell.train, cell.validate,
                  TrainConfig(spec.epochs, spec.batch_size, spec.seed, str(ws.device)),
-                 run_dir.checkpoint_file, on_best=cell.on_best, on_epoch=cell.on_epoch, progress=ws.progress,
-                 towers=cell.towers, best_state=lambda: torch.load(run_dir.best_model_file, map_location=ws.device,
-                                                                   weights_only=False))
+                 run_dir.checkpoint_file, on_best=cell.on_best, on_epoch=run_dir.append_history,
+                 epoch_log=cell.epoch_log, progress=ws.progress, towers=cell.towers,
+                 best_state=lambda: load_torch(run_dir.best_model_file, "best model", ws.device, hint=RESTART_CELL))
     run_dir.write_history(result["history"])
     metrics = cell.metrics(result, started)
     run_dir.write_metrics(metrics)
@@ -289,7 +288,10 @@ def run_grid(cells: Sequence[RunSpec], out_dir: Path, ws: Workspace, force: bool
     done = []
     for i, cell in enumerate(cells, 1):
         t = time.time()
-        metrics = execute(cell, out_dir, ws, force=force)
+        try:
+            metrics = execute(cell, out_dir, ws, force=force)
+        except KeyboardInterrupt:
+            raise Interrupted(str(Path(out_dir) / cell.dirname())) from None
         done.append(RunRecord(Path(out_dir) / cell.dirname(), cell.to_config(), metrics))
         report(i, cell, metrics, time.time() - t)
     return done

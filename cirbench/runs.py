@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
 
 from .data import datasets
 from .errors import ConfigError, DataError
-from .files import read_json, write_json
+from .files import atomic_write, read_json, remove_stale_temporaries, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from .eval.evaluation import EvalResult
@@ -191,11 +191,14 @@ class RunRecord:
 
 class RunRecords(list):
     """The finished runs under a folder (a list of :class:`RunRecord`) plus ``skipped``: run folders
-    left out because they are unfinished or unreadable."""
+    left out because they are unfinished or unreadable, and ``unreadable``: those of them whose
+    ``config.json`` or ``metrics.json`` cannot be read (folder -> why), which reports list."""
 
-    def __init__(self, runs: Sequence[RunRecord] = (), skipped: Sequence[Path] = ()):
+    def __init__(self, runs: Sequence[RunRecord] = (), skipped: Sequence[Path] = (),
+                 unreadable: Optional[Dict[Path, str]] = None):
         super().__init__(runs)
         self.skipped = list(skipped)
+        self.unreadable = dict(unreadable or {})
 
 
 class RunDir:
@@ -235,6 +238,19 @@ class RunDir:
                             "runs/shapes-cirr/clip4cir/clean/seed0)")
         return RunSpec.from_config(read_json(self.config_file, "run config", DataError))
 
+    def unreadable(self) -> Optional[str]:
+        """Why this folder's ``config.json`` or ``metrics.json`` cannot be read (None when both can, or
+        are missing: a run not started or not finished is not unreadable)."""
+        for f in (self.config_file, self.metrics_file):
+            try:
+                if f.exists() and not isinstance(json.loads(f.read_text()), dict):
+                    return f"{f.name} is not a JSON object"
+            except OSError as exc:
+                return f"{f.name}: {exc.strerror}"
+            except ValueError:
+                return f"{f.name} is not valid JSON (truncated?)"
+        return None
+
     def record(self) -> Optional[RunRecord]:
         """The finished run in this folder, or None (unfinished, or its files unreadable)."""
         metrics = self.read_metrics()
@@ -259,6 +275,8 @@ class RunDir:
         which clears its results and checkpoint; one that holds only a config (nothing trained, e.g.
         an earlier command that failed) is taken over."""
         config = spec.to_config()
+        for folder in (self.path, self.predictions_dir):  # of a run killed while writing
+            remove_stale_temporaries(folder)
         if self.config_file.exists():
             try:
                 old = json.loads(self.config_file.read_text())
@@ -284,12 +302,16 @@ class RunDir:
         return None
 
     def append_history(self, row: dict) -> None:
-        with open(self.history_file, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        """One more line of ``history.jsonl`` (the file rewritten atomically: a full disk or a kill
+        never leaves half a line)."""
+        old = self.history_file.read_text() if self.history_file.exists() else ""
+        text = old + json.dumps(row) + "\n"
+        atomic_write(self.history_file, lambda tmp: tmp.write_text(text))
 
     def write_history(self, rows: Sequence[dict]) -> None:
         """The whole history at once (canonical after a resume, which appended some rows twice)."""
-        self.history_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        atomic_write(self.history_file, lambda tmp: tmp.write_text(text))
 
     def save_predictions(self, layout: str, result: "EvalResult") -> None:
         """Val rankings in the formats ``cirbench score`` reads (CIRR: the official submission format)."""
@@ -311,11 +333,14 @@ def read_runs(root) -> RunRecords:
     if not root.is_dir():
         raise DataError(f"runs directory {root} does not exist")
     dirs = sorted({p.parent for name in ("config.json", "metrics.json") for p in root.rglob(name)})
-    runs, skipped = [], []
+    runs, skipped, unreadable = [], [], {}
     for d in dirs:
         record = RunDir(d).record()
         (runs if record is not None else skipped).append(record or d)
-    return RunRecords(runs, skipped)
+        why = None if record is not None else RunDir(d).unreadable()
+        if why:
+            unreadable[d] = why
+    return RunRecords(runs, skipped, unreadable)
 
 
 __all__ = ["DEFAULT_PREPROCESS", "NOISE_SEED_SAME", "TARGETPAD_RATIO", "RunDir", "RunRecord", "RunRecords", "RunSpec",

@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from .data.triplets import Triplet, train_texts
 from .devices import autocast
+from .errors import RESTART_CELL
 from .features import FeatureTable
-from .files import save_torch
+from .files import load_torch, save_torch
 from .method import Method
 from .types import Batch, Stage
 
@@ -185,11 +186,14 @@ def train_step(stage: Stage, batch: Batch, ctx: TrainContext, optimizer: torch.o
 def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validation], config: TrainConfig,
         checkpoint: Path, on_best: Callable[[Validation], None] = lambda v: None,
         on_epoch: Callable[[dict], None] = lambda row: None, progress: bool = True,
-        towers: Optional["TrainableTowers"] = None, best_state: Optional[Callable[[], dict]] = None) -> dict:
+        towers: Optional["TrainableTowers"] = None, best_state: Optional[Callable[[], dict]] = None,
+        epoch_log: Callable[[], dict] = dict) -> dict:
     """Train ``method`` through its stages; returns ``{history, best, last, best_epoch}``.
 
     ``validate`` is called after every epoch; ``on_best`` whenever the selection value improves;
-    ``on_epoch`` with each history row (after the checkpoint holding it is written). ``towers``
+    ``epoch_log()`` after validation, for more fields of the epoch's history row (e.g. noise-detection
+    scores: in the row before the checkpoint holding it is written, so a resumed run's history is the
+    same); ``on_epoch`` with each history row (after that checkpoint is written). ``towers``
     (:class:`cirbench.towers.TrainableTowers`) is given when some stage fine-tunes the backbone;
     ``best_state()`` returns the best epoch's ``state_dict`` for stages that start ``from_best``.
     """
@@ -199,7 +203,7 @@ def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validat
              "last": None}
     saved = None
     if checkpoint.exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        saved = load_torch(checkpoint, "checkpoint", device, hint=RESTART_CELL)
         method.load_state_dict(saved["method"])
         state.update({k: saved[k] for k in state})
         log.info("resuming %s at stage %d epoch %d", checkpoint.parent, state["stage"], state["epoch"])
@@ -245,7 +249,7 @@ def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validat
             val = validate(method)
             row = {"stage": stage.name, "epoch": epoch + 1, "loss": float(total) / max(steps, 1),
                    "selection": val.selection, "metrics": val.metrics, "seconds": round(time.time() - t0, 3),
-                   **ctx.log}
+                   **ctx.log, **epoch_log()}
             state["history"].append(row)
             state["last"] = val.metrics
             if state["best_selection"] is None or val.selection > state["best_selection"]:

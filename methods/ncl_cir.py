@@ -318,3 +318,14 @@ class NclCir(Method):
 
     def clean_probabilities(self) -> Optional[np.ndarray]:
         return self._probs
+
+    def get_extra_state(self):
+        """The filter's last estimate, in checkpoints: a run resumed after its last epoch still reports it."""
+        return {"probs": None if self._probs is None else torch.from_numpy(self._probs),
+                "labels": None if self._labels is None else self._labels.cpu()}
+
+    def set_extra_state(self, state) -> None:
+        state = state or {}
+        self._probs = None if state.get("probs") is None else state["probs"].numpy()
+        labels = state.get("labels")
+        self._labels = None if labels is None else labels.to(next(self.parameters()).device)

@@ -9,11 +9,11 @@ import pytest
 
 from tests.helpers import (
     REAL_ANNOTATIONS,
-    SMALL_SHAPES,
     build_cirr,
     build_fashioniq,
     remember_full_sizes,
     shared_or_skip,
+    shrink_shapes,
 )
 
 
@@ -47,8 +47,7 @@ def isolated_cache(tmp_path_factory):
     old_env = os.environ.get("CIRBENCH_CACHE")
     old_sizes = remember_full_sizes()
     os.environ["CIRBENCH_CACHE"] = str(cache)
-    for k, v in SMALL_SHAPES.items():
-        setattr(shapes, k, v)
+    shrink_shapes()
     yield cache
     for k, v in old_sizes.items():
         setattr(shapes, k, v)

@@ -137,6 +137,14 @@ SMALL_SHAPES = {"FASHIONIQ_TRIPLETS": {"train": 90, "val": 40, "test": 10},
                 "CIRR_GROUPS": {"train": 24, "val": 8, "test1": 3}}
 
 
+def shrink_shapes() -> None:
+    """Give the shapes generator the tests' small sizes (:data:`SMALL_SHAPES`), e.g. in a child process."""
+    from cirbench.data import shapes
+
+    for k, v in SMALL_SHAPES.items():
+        setattr(shapes, k, v)
+
+
 @contextlib.contextmanager
 def full_size_shapes():
     """The generator's real sizes, for the tests of the generator itself."""

@@ -29,7 +29,6 @@ What cirbench takes from BLIP-2 (its contrastive, ITC, path):
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Iterable, List, Optional
 
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..files import read_json
 from ..types import Features
 from .base import Backbone, file_fingerprint
 from .registry import register_backbone
@@ -135,7 +135,9 @@ def load_folder(folder) -> Blip2Backbone:
     hint = "a local copy of Salesforce/blip2-itm-vit-g (config.json, weights, tokenizer, preprocessor_config.json)"
     if not (folder / "config.json").is_file():
         raise ConfigError(f"--weights for blip2 must be a folder holding {hint}; {folder} has no config.json")
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json(folder / "config.json", "BLIP-2 config", ConfigError)
+    if not isinstance(config, dict):
+        raise ConfigError(f"{folder}/config.json is not a transformers config (a JSON object); use {hint}")
     if config.get("model_type") != "blip-2" or ARCHITECTURE not in config.get("architectures", [ARCHITECTURE]):
         raise ConfigError(f"{folder} holds {config.get('architectures') or config.get('model_type')!r}, not a "
                           f"BLIP-2 image-text retrieval model ({ARCHITECTURE}); use {hint}")
@@ -147,8 +149,9 @@ def load_folder(folder) -> Blip2Backbone:
         model, info = tf.Blip2ForImageTextRetrieval.from_pretrained(folder, local_files_only=True,
                                                                     output_loading_info=True)
         tokenizer = tf.AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load BLIP-2 from {folder}: {exc}") from None
+    except Exception as exc:  # missing / corrupt weight or tokenizer files (OSError, ValueError, safetensors)
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"cannot load BLIP-2 from {folder} ({reason}); use {hint}") from None
     if info.get("missing_keys"):
         raise ConfigError(f"{folder} lacks weights for {len(info['missing_keys'])} parameter(s) of {ARCHITECTURE}, "
                           f"e.g. {sorted(info['missing_keys'])[0]!r}; they would be random. Use {hint}")

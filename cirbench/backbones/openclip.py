@@ -55,8 +55,14 @@ class OpenClipBackbone(Backbone):
             torch.manual_seed(0)  # random weights, but the same ones every time
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
-        except RuntimeError as exc:  # open_clip: unknown model / unknown tag / bad file
+        except RuntimeError as exc:  # open_clip: unknown model / unknown tag / weights of another model
             raise ConfigError(f"open_clip could not build {arch!r} with weights {weights!r}: {exc}") from None
+        except Exception as exc:  # a local file that is not a torch checkpoint: empty, random bytes, truncated
+            if not weights_id.startswith("file:"):
+                raise
+            reason = "it is empty" if Path(pretrained).stat().st_size == 0 else type(exc).__name__
+            raise ConfigError(f"weights file {pretrained} is not a checkpoint torch can read ({reason}); pass "
+                              "an open_clip checkpoint file or a pretrained tag") from None
         if not hasattr(model, "token_embedding"):
             raise ConfigError(f"open_clip model {arch!r} has a custom text tower; cirbench supports CLIP-style ones")
         self.model = model.eval().requires_grad_(False)

@@ -130,8 +130,16 @@ def read_runs_or_fail(runs_dir: Path):
 
     runs = read_runs(runs_dir)
     if not runs:
+        note_unreadable(runs)
         raise ConfigError(f"no finished runs under {runs_dir} (each run folder holds a metrics.json)")
     return runs
+
+
+def note_unreadable(runs) -> None:
+    """Under a report: the run folders it left out because their files cannot be read."""
+    for folder, why in runs.unreadable.items():
+        click.echo(f"left out (unreadable): {folder}: {why}; run its command again with --force to redo it",
+                   err=True)
 
 
 def cell_reporter(total: int):

@@ -9,6 +9,7 @@ from ..errors import ConfigError
 from .options import (
     color,
     format_option,
+    note_unreadable,
     read_runs_or_fail,
     runs_dir_argument,
     which_option,
@@ -27,7 +28,9 @@ def table(runs_dir: Path, fmt: str, which: str, detection: bool):
     from ..report.tables import COLUMNS, DETECTION_COLUMNS, build_tables, render_all
 
     extra = {layout: DETECTION_COLUMNS for layout in COLUMNS} if detection else None
-    click.echo(render_all(build_tables(read_runs_or_fail(runs_dir), which=which, extra_columns=extra), fmt))
+    runs = read_runs_or_fail(runs_dir)
+    click.echo(render_all(build_tables(runs, which=which, extra_columns=extra), fmt))
+    note_unreadable(runs)
 
 
 @click.command()
@@ -38,7 +41,9 @@ def robustness(runs_dir: Path, fmt: str, which: str):
     """Noise-robustness table: methods × noise rates, mean ± std of FashionIQ avg R@10 / CIRR Avg."""
     from ..report.robustness import build_robustness, render_all_robustness
 
-    click.echo(render_all_robustness(build_robustness(read_runs_or_fail(runs_dir), which), fmt, color=color(fmt)))
+    runs = read_runs_or_fail(runs_dir)
+    click.echo(render_all_robustness(build_robustness(runs, which), fmt, color=color(fmt)))
+    note_unreadable(runs)
 
 
 @click.command()
@@ -53,4 +58,6 @@ def plot(runs_dir: Path, out: Path, which: str, dpi: int):
 
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ConfigError(f"--out {out}: use a .png, .pdf or .svg file name")
-    click.echo(f"wrote {plot_runs(read_runs_or_fail(runs_dir), out, which, dpi)}")
+    runs = read_runs_or_fail(runs_dir)
+    click.echo(f"wrote {plot_runs(runs, out, which, dpi)}")
+    note_unreadable(runs)

@@ -248,10 +248,13 @@ def _check_splits(splits, valid: Tuple[str, ...], dataset: str) -> List[str]:
 
 def _check_root(root: PathLike, dataset: str) -> Path:
     root = Path(root).expanduser()
+    holds = {"FashionIQ": "captions/cap.<category>.<split>.json and image_splits/",
+             "CIRR": "captions/cap.rc2.<split>.json and image_splits/ (in it or in its cirr/)"}[dataset]
+    fix = f"point it at the {dataset} folder that holds {holds}"
     if not root.exists():
-        raise DataError(f"{dataset} root {root} does not exist")
+        raise DataError(f"{dataset} root {root} does not exist; {fix}")
     if not root.is_dir():
-        raise DataError(f"{dataset} root {root} is not a folder")
+        raise DataError(f"{dataset} root {root} is not a folder; {fix}")
     return root
 
 

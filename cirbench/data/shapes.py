@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 from dataclasses import dataclass, replace
@@ -77,6 +76,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from PIL import Image, ImageDraw
 
 from cirbench.errors import ConfigError
+from cirbench.files import remove_stale_temporaries, temporary_path
 
 # --------------------------------------------------------------------------- sizes
 
@@ -799,14 +799,14 @@ def generate(layout: str, out: Union[Path, str], seed: int = 0) -> Path:
     if out.exists() and not (out.is_dir() and (_is_generated(out) or not any(out.iterdir()))):
         raise ConfigError(f"{out} exists and is not a generated shapes dataset; refusing to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_temporaries(out.parent, out.name)  # of a killed generation
+    tmp = temporary_path(out, "partial")
     try:
         tmp.mkdir()
         _WRITERS[layout](tmp, seed)
         _write_json(tmp / MARKER, _marker(layout, seed), indent=2)
         if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            old = temporary_path(out, "old")
             out.rename(old)
             tmp.rename(out)
             shutil.rmtree(old, ignore_errors=True)

@@ -71,6 +71,7 @@ def test_read_runs_skips_unfinished(runs_dir):
     runs = read_runs(runs_dir)
     assert len(runs) == 8
     assert len(runs.skipped) == 3 and all("ncl_cir/mixed-0.2" in str(d) for d in runs.skipped)
+    assert {d.name: why for d, why in runs.unreadable.items()} == {"s2": "metrics.json is not valid JSON (truncated?)"}
     assert all({f.name for f in dataclasses.fields(r)} == {"dir", "config", "metrics"} for r in runs)
     with pytest.raises(DataError):
         read_runs(runs_dir / "missing")
