@@ -85,8 +85,16 @@ def save_torch(obj: Any, path) -> Path:
     import torch  # here, so that reading and writing JSON needs no torch
 
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # through a Python file, a full disk is an OSError (ENOSPC), not a RuntimeError
-            torch.save(obj, f)
+        with open(tmp, "wb") as f:  # through a Python file, a full disk is an OSError (ENOSPC) ...
+            try:
+                torch.save(obj, f)
+            except RuntimeError as exc:  # ... which torch's zip writer may hide behind its own error on the way out
+                cause = exc.__context__
+                while cause is not None and not isinstance(cause, OSError):
+                    cause = cause.__context__
+                if cause is None:
+                    raise
+                raise cause from None
 
     return atomic_write(path, write)
 
@@ -128,7 +136,9 @@ def _read(path, what: str, error: Type[Exception], missing: Optional[str], kind:
     except json.JSONDecodeError as e:
         raise error(f"{what} {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
     except yaml.YAMLError as e:
-        raise error(f"{what} {path} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise error(f"{what} {path} is not valid YAML: {getattr(e, 'problem', None) or e}{where}") from None
     except UnicodeDecodeError:
         raise error(f"{what} {path} is not UTF-8 {kind} text") from None
     except OSError as e:

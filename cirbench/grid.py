@@ -88,8 +88,13 @@ class Grid:
         for key in ("epochs", "batch_size"):
             if not isinstance(getattr(self, key), int) or isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key} must be a whole number, got {getattr(self, key)!r}")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ConfigError("epochs must be >= 1 and batch_size >= 2")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be a positive integer, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be an integer >= 2, got {self.batch_size}")
+        for key in ("methods", "datasets", "noise_rates", "seeds"):
+            if not getattr(self, key):
+                raise ConfigError(f"{key} is empty: give at least one")
         for seed in self.seeds:
             if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
                 raise ConfigError(f"training seeds must be whole numbers >= 0, got {seed!r}")
@@ -101,7 +106,8 @@ class Grid:
         for name in self.hparams:
             if name not in names:
                 raise ConfigError(f"hparams given for {name!r}, which is not in this grid's methods "
-                                  f"({', '.join(self.methods)})")
+                                  f"({', '.join(self.methods)}); write METHOD.KEY=VALUE for one of them, or add "
+                                  f"{name} to the methods (-m)")
         return self
 
     def summary(self) -> str:

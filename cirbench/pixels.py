@@ -19,6 +19,7 @@ data at 64² ≈ 100 MB).
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,8 @@ def pixel_table(preprocess, ids: Sequence[str], paths: Dict[str, Path], cache_di
 
     def write(tmp: Path) -> None:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        with open(tmp, "r+b") as f:  # reserve the blocks now: a full disk is an OSError here, not a SIGBUS later
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         for i, image in enumerate(tqdm(ids, desc="decoding images (once)", unit="image", leave=False,
                                        disable=None if progress else True)):
             out[i] = decode_image(paths[image], steps.geometry, steps.size)

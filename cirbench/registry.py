@@ -124,7 +124,8 @@ def expand_methods(patterns: List[str]) -> List[str]:
         if any(ch in pat for ch in "*?["):
             names = list_methods(pat, variants=True)
             if not names:
-                raise ConfigError(f"no registered method matches {pat!r} (registered: {', '.join(list_methods())})")
+                raise ConfigError(f"no registered method matches {pat!r} (registered: {', '.join(list_methods())}; "
+                                  "`cirbench list methods`)")
         else:
             resolve_name(pat)
             names = [pat]

@@ -253,19 +253,23 @@ class _CellTraining:
         }
 
 
-def check_cell(spec: RunSpec, ws: Workspace) -> None:
-    """What a cell needs, checked before its folder is written: the method and its hyper-parameters,
-    the dataset folder, the backbone and its weights (each a one-line error, the cheap checks first;
-    the workspace keeps what it built for the cell)."""
-    resolve_method(spec)
-    ws.dataset(spec)
-    ws.backbone(spec)
+def check_cells(cells: Sequence[RunSpec], ws: Workspace) -> None:
+    """What cells need, checked before a folder is written: the methods and their hyper-parameters of
+    every cell, then the dataset folders, then the backbones and their weights (each a one-line error;
+    the cheap checks first, so that a mistake costs no warm start or weights loading; the workspace
+    keeps what it built)."""
+    for cell in cells:
+        resolve_method(cell)
+    for cell in cells:
+        ws.dataset(cell)
+    for cell in cells:
+        ws.backbone(cell)
 
 
 def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) -> dict:
     """Run one cell (or finish it, or skip it if done); returns its ``metrics.json`` content."""
     run_dir = RunDir(Path(out_dir) / spec.dirname())
-    done = run_dir.start(spec, force, validate=lambda: check_cell(spec, ws))
+    done = run_dir.start(spec, force, validate=lambda: check_cells([spec], ws))
     if done is not None:
         return done
     started = time.time()
@@ -284,7 +288,10 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
 def run_grid(cells: Sequence[RunSpec], out_dir: Path, ws: Workspace, force: bool = False,
              report: Callable[[int, RunSpec, dict, float], None] = lambda i, cell, metrics, seconds: None
              ) -> List[RunRecord]:
-    """Run (or finish, or reuse) every cell in order; ``report(i, cell, metrics, seconds)`` after each."""
+    """Run (or finish, or reuse) every cell in order; ``report(i, cell, metrics, seconds)`` after each.
+    Every cell still to run is checked first (:func:`check_cells`): a mistake in the last cell's data
+    folder is found before the first cell trains."""
+    check_cells([cell for cell in cells if not RunDir(Path(out_dir) / cell.dirname()).finished], ws)
     done = []
     for i, cell in enumerate(cells, 1):
         t = time.time()
@@ -297,5 +304,5 @@ def run_grid(cells: Sequence[RunSpec], out_dir: Path, ws: Workspace, force: bool
     return done
 
 
-__all__ = ["BuiltMethod", "RunContext", "Workspace", "attach_towers", "build_method", "check_cell", "execute",
+__all__ = ["BuiltMethod", "RunContext", "Workspace", "attach_towers", "build_method", "check_cells", "execute",
            "provenance", "resolve_method", "run_grid"]

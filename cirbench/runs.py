@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Union
 
 from .data import datasets
 from .errors import ConfigError, DataError
-from .files import atomic_write, read_json, remove_stale_temporaries, write_json
+from .files import atomic_write, load_torch, read_json, remove_stale_temporaries, write_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from .eval.evaluation import EvalResult
@@ -272,8 +272,8 @@ class RunDir:
         """Claim the folder for ``spec``: the finished run's metrics if it is done already, else None
         after ``validate()`` (everything the cell needs, checked before the first byte is written) and
         writing ``config.json``. A folder holding a run with other settings is refused unless ``force``,
-        which clears its results and checkpoint; one that holds only a config (nothing trained, e.g.
-        an earlier command that failed) is taken over."""
+        which clears its results and checkpoint (as it does an unreadable checkpoint); one that holds
+        only a config (nothing trained, e.g. an earlier command that failed) is taken over."""
         config = spec.to_config()
         for folder in (self.path, self.predictions_dir):  # of a run killed while writing
             remove_stale_temporaries(folder)
@@ -297,9 +297,19 @@ class RunDir:
                     stale.unlink(missing_ok=True)
         if self.finished:
             return self.read_metrics()
+        if force and self.checkpoint_file.exists() and not self.checkpoint_readable():
+            for stale in (self.checkpoint_file, self.history_file):
+                stale.unlink(missing_ok=True)
         validate()
         write_json(self.config_file, config)
         return None
+
+    def checkpoint_readable(self) -> bool:
+        try:
+            load_torch(self.checkpoint_file, "checkpoint", "cpu")
+        except DataError:
+            return False
+        return True
 
     def append_history(self, row: dict) -> None:
         """One more line of ``history.jsonl`` (the file rewritten atomically: a full disk or a kill

@@ -212,7 +212,8 @@ def write_runs(root, runs):
 
 
 def run_cli(capsys, *args):
-    """Run the ``cirbench`` CLI in-process as a user would; returns (exit code, stdout, stderr)."""
+    """Run the ``cirbench`` CLI in-process as a user would; returns (exit code, stdout, stderr), the
+    output read from ``capsys`` (empty strings when it is None: the caller's own capture keeps it)."""
     from cirbench.cli.app import main
 
     try:
@@ -220,5 +221,7 @@ def run_cli(capsys, *args):
         code = 0
     except SystemExit as exc:
         code = exc.code
+    if capsys is None:
+        return code, "", ""
     out = capsys.readouterr()
     return code, out.out, out.err

@@ -197,5 +197,6 @@ def build_blip2(arch: Optional[str], weights: Optional[str], cache_dir=None) -> 
         raise ConfigError("the blip2 backbone needs --weights FOLDER: a local copy of Salesforce/blip2-itm-vit-g "
                           "in the transformers format")
     if not Path(weights).expanduser().is_dir():
-        raise ConfigError(f"blip2 weights folder {weights!r} does not exist")
+        raise ConfigError(f"blip2 weights folder {weights!r} does not exist; pass a local copy of "
+                          "Salesforce/blip2-itm-vit-g in the transformers format")
     return load_folder(weights)

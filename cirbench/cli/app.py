@@ -60,6 +60,7 @@ _DISK_FIXES = {
     errno.ENOTDIR: "a part of that path is a file, not a folder; choose another path",
 }
 _DISK_FIXES[errno.EDQUOT] = _DISK_FIXES[errno.ENOSPC]
+_DISK_FIXES[errno.EEXIST] = _DISK_FIXES[errno.ENOTDIR]  # mkdir of a folder whose parent is a file
 _DISK_FIXES[errno.EPERM] = _DISK_FIXES[errno.EACCES]
 
 
@@ -86,6 +87,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         fix = _DISK_FIXES.get(exc.errno)
         if fix is None:
             raise
-        where = f" {exc.filename}" if exc.filename else ""
-        click.echo(f"error:{where}: {exc.strerror}; {fix}", err=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror}; {fix}", err=True)
         sys.exit(1)

@@ -33,7 +33,8 @@ data_root_option = click.option(
     "--data-root", "data_roots", multiple=True, metavar="[NAME=]DIR",
     help="Folder of a real dataset; NAME=DIR (fashioniq=DIR, cirr=DIR) when several are run.")
 force_option = click.option("--force", is_flag=True,
-                            help="Start cells again whose folder holds a run with other settings.")
+                            help="Start cells again whose folder holds a run with other settings, or files it cannot "
+                                 "continue from (a truncated config or checkpoint).")
 no_progress_option = click.option("--no-progress", is_flag=True, help="No progress bars.")
 grad_checkpointing_option = click.option(
     "--grad-checkpointing", is_flag=True,
@@ -70,17 +71,23 @@ runs_dir_argument = click.argument("runs_dir", type=click.Path(exists=True, file
 def parse_floats(text: str, what: str) -> List[float]:
     """``"0,0.2, 0.5"`` -> [0.0, 0.2, 0.5]; ``what`` names the option in the error."""
     try:
-        return [float(x) for x in text.replace(" ", "").split(",") if x]
+        values = [float(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from None
+        values = []
+    if not values:
+        raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}")
+    return values
 
 
 def parse_ints(text: str, what: str) -> List[int]:
     """``"0,1,2"`` -> [0, 1, 2]; ``what`` names the option in the error."""
     try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
+        values = [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from None
+        values = []
+    if not values:
+        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}")
+    return values
 
 
 def parse_preprocess_option(text):

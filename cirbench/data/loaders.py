@@ -63,6 +63,11 @@ CIRR_LAYOUT = (
 )
 
 
+def one_line(layout: str) -> str:
+    """A layout description as one line, for an error message."""
+    return " ".join(line.strip() for line in layout.splitlines())
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -95,7 +100,7 @@ def load_fashioniq(root: PathLike, splits: Union[str, Sequence[str]] = ("train",
                 if any((cap_dir / f"cap.{c}.{s}.json").is_file() for s in splits)]
         if not cats:
             raise DataError(f"no FashionIQ captions for split(s) {', '.join(splits)} in {cap_dir} "
-                            f"(expected e.g. {cap_dir / f'cap.dress.{splits[0]}.json'}).\n{FASHIONIQ_LAYOUT}")
+                            f"(expected e.g. {cap_dir / f'cap.dress.{splits[0]}.json'}); {one_line(FASHIONIQ_LAYOUT)}")
         if len(cats) < len(FASHIONIQ_CATEGORIES):
             log.warning("FashionIQ at %s has only the categories %s; the official average is over "
                         "dress, shirt and toptee", root, ", ".join(cats))
@@ -142,7 +147,7 @@ def load_cirr(root: PathLike, splits: Union[str, Sequence[str]] = ("train", "val
                 if (d / "captions").is_dir() or (d / "image_splits").is_dir()), None)
     if ann is None:
         raise DataError(f"no CIRR annotations in {root}: neither {root / 'captions'} nor "
-                        f"{root / 'cirr' / 'captions'} exists.\n{CIRR_LAYOUT}")
+                        f"{root / 'cirr' / 'captions'} exists; {one_line(CIRR_LAYOUT)}")
     cap_dir = _subdir(ann, "captions", CIRR_LAYOUT)
     split_dir = _subdir(ann, "image_splits", CIRR_LAYOUT)
 
@@ -234,7 +239,7 @@ def _read_id_list(path: Path) -> List[str]:
 def _read_json(path: Path, layout_help: str):
     """Parse a JSON file; DataError if it is missing (with the expected layout) or malformed."""
     return read_json(path, "annotation file", DataError,
-                     missing=f"missing annotation file {path.name}: expected it at {path}\n{layout_help}")
+                     missing=f"missing annotation file {path.name}: expected it at {path}; {one_line(layout_help)}")
 
 
 def _check_splits(splits, valid: Tuple[str, ...], dataset: str) -> List[str]:
@@ -261,7 +266,7 @@ def _check_root(root: PathLike, dataset: str) -> Path:
 def _subdir(parent: Path, name: str, layout_help: str) -> Path:
     d = parent / name
     if not d.is_dir():
-        raise DataError(f"no {name}/ folder in {parent}\n{layout_help}")
+        raise DataError(f"no {name}/ folder in {parent}; {one_line(layout_help)}")
     return d
 
 

@@ -805,6 +805,10 @@ def generate(layout: str, out: Union[Path, str], seed: int = 0) -> Path:
         tmp.mkdir()
         _WRITERS[layout](tmp, seed)
         _write_json(tmp / MARKER, _marker(layout, seed), indent=2)
+    except OSError as exc:  # e.g. a full disk: name the dataset, not a file of the hidden folder (or none: PIL)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(out)) from None
+    try:
         if out.exists():
             old = temporary_path(out, "old")
             out.rename(old)
