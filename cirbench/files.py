@@ -110,7 +110,8 @@ def load_torch(path, what: str, map_location=None, hint: str = "") -> Any:
     except OSError as exc:
         raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # empty (EOFError), random bytes (UnpicklingError), truncated zip (RuntimeError)
-        reason = "it is empty" if path.stat().st_size == 0 else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        first_line = (str(exc).splitlines() or [""])[0]
+        reason = "it is empty" if path.stat().st_size == 0 else f"{type(exc).__name__}: {first_line}"
         raise DataError(f"{what} {path} is unreadable, corrupt or truncated ({reason})"
                         + (f"; {hint}" if hint else "")) from None
 

@@ -56,7 +56,8 @@ class OpenClipBackbone(Backbone):
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
         except RuntimeError as exc:  # open_clip: unknown model / unknown tag / weights of another model
-            raise ConfigError(f"open_clip could not build {arch!r} with weights {weights!r}: {exc}") from None
+            raise ConfigError(f"open_clip could not build {arch!r} with weights {weights!r}: {exc}; pass a tag "
+                              f"of open_clip.list_pretrained() for {arch} or a local checkpoint file") from None
         except Exception as exc:  # a local file that is not a torch checkpoint: empty, random bytes, truncated
             if not weights_id.startswith("file:"):
                 raise

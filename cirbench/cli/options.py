@@ -138,7 +138,8 @@ def read_runs_or_fail(runs_dir: Path):
     runs = read_runs(runs_dir)
     if not runs:
         note_unreadable(runs)
-        raise ConfigError(f"no finished runs under {runs_dir} (each run folder holds a metrics.json)")
+        raise ConfigError(f"no finished runs under {runs_dir} (each run folder holds a metrics.json); point at "
+                          "the --out folder of `cirbench run` (default runs/)")
     return runs
 
 

@@ -805,10 +805,6 @@ def generate(layout: str, out: Union[Path, str], seed: int = 0) -> Path:
         tmp.mkdir()
         _WRITERS[layout](tmp, seed)
         _write_json(tmp / MARKER, _marker(layout, seed), indent=2)
-    except OSError as exc:  # e.g. a full disk: name the dataset, not a file of the hidden folder (or none: PIL)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(exc.errno, exc.strerror or str(exc), str(out)) from None
-    try:
         if out.exists():
             old = temporary_path(out, "old")
             out.rename(old)
@@ -816,6 +812,8 @@ def generate(layout: str, out: Union[Path, str], seed: int = 0) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
+    except OSError as exc:  # e.g. a full disk: name the dataset, not a file of the hidden folder (or none: PIL)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(out)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

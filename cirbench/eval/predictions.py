@@ -226,7 +226,7 @@ def score_file(layout: str, annotations: Path, split: str, predictions: Path,
     obj = read_json_object(predictions)
     if layout == "fashioniq":
         if subset_predictions is not None:
-            raise ConfigError("--subset-predictions is for CIRR (FashionIQ has no subset metric)")
+            raise ConfigError("--subset-predictions is for CIRR (FashionIQ has no subset metric); leave it out")
         if set(HEADER_KEYS) & set(obj):
             raise DataError(f"{predictions} has a {'/'.join(k for k in HEADER_KEYS if k in obj)} key: that is the "
                             "CIRR format; use --dataset cirr")

@@ -36,27 +36,32 @@ def make_grid(lb: Leaderboard, **overrides) -> Tuple[Grid, List[str]]:
 
 
 def preflight(lb: Leaderboard, grid: Grid, ws) -> None:
-    """Fail before anything is written: real data present and readable, backbone buildable."""
+    """Fail before anything is written: hyper-parameters valid, real data present and readable, backbone
+    buildable."""
+    from ..runner import resolve_method  # here: listing leaderboards needs no torch
     for name in grid.datasets:
         if datasets.is_generated(name):
             continue
         root = grid.data_root.get(name)
         if not root:
-            raise ConfigError(f"leaderboard {lb.name} needs the real {name} dataset, and no --data-root was given.\n"
-                              f"Download {datasets.DOWNLOADS[name]}\nthen run: cirbench leaderboard run {lb.name} "
+            raise ConfigError(f"leaderboard {lb.name} needs the real {name} dataset, and no --data-root was given: "
+                              f"download {datasets.DOWNLOADS[name]}, then run: cirbench leaderboard run {lb.name} "
                               f"--data-root {name}=DIR")
     needs_weights = grid.backbone != "tiny" and not grid.weights
     if needs_weights:
         raise ConfigError(f"leaderboard {lb.name} runs backbone {grid.backbone!r}, which needs pretrained weights: "
                           "pass --weights (an open_clip tag or local file; for blip2 a local transformers folder)")
-    for cell in {c.dataset: c for c in grid.cells()}.values():
+    cells = grid.cells()
+    for cell in cells:  # hyper-parameters first: a typo costs no data loading or warm start
+        resolve_method(cell)
+    for cell in {c.dataset: c for c in cells}.values():
         try:
             ws.dataset(cell)
         except DataError as exc:
             if datasets.is_generated(cell.dataset):
                 raise
-            raise DataError(f"{exc}\nleaderboard {lb.name} needs {datasets.DOWNLOADS[cell.dataset]}") from None
-    ws.backbone(grid.cells()[0])
+            raise DataError(f"{exc} (leaderboard {lb.name} needs {datasets.DOWNLOADS[cell.dataset]})") from None
+    ws.backbone(cells[0])
 
 
 __all__ = ["make_grid", "preflight"]

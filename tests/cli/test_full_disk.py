@@ -19,15 +19,16 @@ from tests.helpers import run_cli
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """``tmpfs(megabytes)`` -> the folder of a tmpfs of that size (unmounted afterwards)."""
+    """``tmpfs(megabytes, readonly=False)`` -> the folder of a tmpfs of that size (unmounted afterwards)."""
     if os.geteuid() != 0:
         pytest.skip("the full-disk test mounts a tmpfs: run the tests as root (e.g. in a container) to include it")
     mounts = []
 
-    def mount(megabytes: int) -> Path:
+    def mount(megabytes: int, readonly: bool = False) -> Path:
         folder = tmp_path / f"disk{len(mounts)}"
         folder.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)],
+        options = f"size={megabytes}m" + (",ro" if readonly else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
                               capture_output=True, text=True)
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the full-disk test needs one")
@@ -128,3 +129,17 @@ def test_the_pixel_cache_reserves_its_space_before_writing(tmp_path, tmpfs):
     assert temporaries(disk) == []
     (disk / "filler").unlink()
     assert len(pixel_table(backbone.preprocess, sorted(images), images, disk / "cache", progress=False).keys) == 40
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "-m", "clip4cir", "-d", "shapes-cirr", "--noise-rates", "0", "--epochs", "1", "--weights", "random",
+     "--no-progress", "--out"],
+    ["data", "synth", "--layout", "cirr", "--out"],
+])
+def test_a_read_only_output_folder_is_one_line_with_the_fix(capsys, tmpfs, command):
+    readonly = tmpfs(1, readonly=True)
+    code, out, err = run_cli(capsys, *command, readonly / "out")
+    assert code == 1 and "Traceback" not in out + err
+    message = err.strip().splitlines()[-1]
+    assert str(readonly / "out") in message and "Read-only file system" in message, message
+    assert "choose another folder (--out, CIRBENCH_CACHE)" in message
