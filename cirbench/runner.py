@@ -6,6 +6,7 @@ and ``cirbench leaderboard run``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import platform
 import subprocess
@@ -36,6 +37,7 @@ from .training import TrainConfig, TrainingSet, Validation, fit
 from .types import Dims
 
 TRAIN_VAL = ("train", "val")
+log = logging.getLogger("cirbench")
 
 
 def resolve_method(spec: RunSpec):
@@ -204,7 +206,12 @@ class _CellTraining:
         self.noise = inject_noise(ws.annotated(spec).triplets[: spec.train_limit or None], spec.noise_rate,
                                   spec.noise_type, spec.noise_seed)
         save_manifest(self.noise.manifest, run_dir.manifest_file)
-        annotated = [t for t in self.noise.triplets if t.reference in data.image_paths and t.target in data.image_paths]
+        on_disk = [t.reference in data.image_paths and t.target in data.image_paths for t in self.noise.triplets]
+        annotated = [t for t, kept in zip(self.noise.triplets, on_disk) if kept]
+        noisy = sum(flag and kept for flag, kept in zip(self.noise.is_noisy.tolist(), on_disk))
+        log.info("label noise %s at rate %g (seed %d): %d of the %d training triplets corrupted%s", spec.noise_type,
+                 spec.noise_rate, spec.noise_seed, noisy, len(annotated),
+                 "" if len(annotated) == len(on_disk) else f" ({len(on_disk)} annotated, the others lack images)")
         self.qids = [t.qid for t in annotated]
         run = RunContext(spec, data, annotated, built.images, ws.backbone(spec), run_dir.path, ws.cache_dir, ws.device)
         extra = built.method.extra_triplets(run)  # e.g. SPN's generated positives: never noised, never evaluated

@@ -10,8 +10,9 @@ from cirbench.data.noise import load_manifest
 from cirbench.errors import ConfigError
 from cirbench.eval.evaluation import score_cirr, score_fashioniq
 from cirbench.registry import get_method
+from cirbench.report.tables import build_tables
 from cirbench.runner import Workspace, execute
-from cirbench.runs import RunDir, RunSpec
+from cirbench.runs import RunDir, RunSpec, read_runs
 
 
 def spec(**kw):
@@ -125,12 +126,24 @@ def test_real_layout_folders_with_missing_images_run(tmp_path, ws, make_fashioni
     else:
         root = make_cirr(layout="nested", missing=["train-1-0-img0"])
     s = spec(dataset=layout, data_root=str(root), noise_rate=0.5, epochs=1, batch_size=4)
-    with caplog.at_level("WARNING", logger="cirbench"):
+    with caplog.at_level("INFO", logger="cirbench"):
         metrics = execute(s, tmp_path, ws)
     assert metrics["status"] == "finished"
-    assert sum("missing" in r.getMessage() for r in caplog.records) == 1
+    assert sum("missing" in r.getMessage() for r in caplog.records if r.levelname == "WARNING") == 1
+    # issue 18 item 3: the noise is counted among the triplets trained on
+    trained = 8 if layout == "fashioniq" else 1
+    (noise_line,) = [r.getMessage() for r in caplog.records if "label noise" in r.getMessage()]
+    assert f"of the {trained} training triplets corrupted ({trained + 1} annotated" in noise_line
     manifest = load_manifest(tmp_path / s.dirname() / "noise_manifest.json")
     assert manifest["n_triplets"] == (9 if layout == "fashioniq" else 2)  # drawn on the annotations, as `cirbench noise`
+    # issue 18 item 3: the tables say how much of the val split was scored
+    protocol = metrics["protocol"]
+    if layout == "fashioniq":  # shirt8 is a val reference: 5 of the 6 val queries are scored
+        assert (protocol["n_queries"], protocol["n_annotated_queries"]) == (5, 6)
+        (table,) = build_tables(read_runs(tmp_path)).values()
+        assert "; 5 of 6 queries;" in table.title and table.title.endswith("; 1 seed")
+    else:  # the missing image is a train one: every val query is scored
+        assert "n_annotated_queries" not in protocol
 
 
 def test_text_side_features_reach_compose_in_training_and_validation(tmp_path, ws):

@@ -137,17 +137,25 @@ def read_runs_or_fail(runs_dir: Path):
 
     runs = read_runs(runs_dir)
     if not runs:
-        note_unreadable(runs)
+        note_left_out(runs)
         raise ConfigError(f"no finished runs under {runs_dir} (each run folder holds a metrics.json); point at "
                           "the --out folder of `cirbench run` (default runs/)")
     return runs
 
 
-def note_unreadable(runs) -> None:
-    """Under a report: the run folders it left out because their files cannot be read."""
-    for folder, why in runs.unreadable.items():
+def note_left_out(runs, most: int = 10) -> None:
+    """Under a report: the run folders it left out, those whose files cannot be read (and why) and those
+    not finished (still running, failed or interrupted), the first ``most`` of each by name."""
+    unfinished = [d for d in runs.skipped if d not in runs.unreadable]
+    for folder, why in list(runs.unreadable.items())[:most]:
         click.echo(f"left out (unreadable): {folder}: {why}; run its command again with --force to redo it",
                    err=True)
+    for folder in unfinished[:most]:
+        click.echo(f"left out (not finished: running, failed or interrupted): {folder}; run its command again "
+                   "to finish it", err=True)
+    more = max(0, len(runs.unreadable) - most) + max(0, len(unfinished) - most)
+    if more:
+        click.echo(f"left out: {more} more run folder(s)", err=True)
 
 
 def cell_reporter(total: int):

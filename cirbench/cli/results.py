@@ -9,7 +9,7 @@ from ..errors import ConfigError
 from .options import (
     color,
     format_option,
-    note_unreadable,
+    note_left_out,
     read_runs_or_fail,
     runs_dir_argument,
     which_option,
@@ -30,7 +30,7 @@ def table(runs_dir: Path, fmt: str, which: str, detection: bool):
     extra = {layout: DETECTION_COLUMNS for layout in COLUMNS} if detection else None
     runs = read_runs_or_fail(runs_dir)
     click.echo(render_all(build_tables(runs, which=which, extra_columns=extra), fmt))
-    note_unreadable(runs)
+    note_left_out(runs)
 
 
 @click.command()
@@ -43,7 +43,7 @@ def robustness(runs_dir: Path, fmt: str, which: str):
 
     runs = read_runs_or_fail(runs_dir)
     click.echo(render_all_robustness(build_robustness(runs, which), fmt, color=color(fmt)))
-    note_unreadable(runs)
+    note_left_out(runs)
 
 
 @click.command()
@@ -60,4 +60,4 @@ def plot(runs_dir: Path, out: Path, which: str, dpi: int):
         raise ConfigError(f"--out {out}: use a .png, .pdf or .svg file name")
     runs = read_runs_or_fail(runs_dir)
     click.echo(f"wrote {plot_runs(runs, out, which, dpi)}")
-    note_unreadable(runs)
+    note_left_out(runs)

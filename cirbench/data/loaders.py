@@ -323,6 +323,8 @@ def _drop_missing(splits: Dict[str, Split], image_paths: Dict[str, Path], where:
                 if t.reference in image_paths and (t.target is None or t.target in image_paths)]
         n_trip += len(s.triplets)
         n_trip_dropped += len(s.triplets) - len(kept)
+        if len(kept) < len(s.triplets):
+            s.n_annotated = len(s.triplets)
         s.triplets = kept
         for cat, ids in s.gallery.items():
             present = [i for i in ids if i in image_paths]

@@ -152,7 +152,7 @@ def _inject(triplets: Sequence[Triplet], rate: float, kind: str, seed: int) -> N
             for o, c, ty, flag in zip(triplets, noisy, types, is_noisy.tolist())
         ],
     }
-    log.info("label noise %s at rate %g (seed %d): %d of %d training triplets corrupted, "
+    log.debug("label noise %s at rate %g (seed %d): %d of %d annotated training triplets corrupted, "
              "realised rate %.4f", kind, rate, seed, n_noisy, n_total, manifest["realised_rate"])
     return NoiseResult(noisy, is_noisy, types, manifest)
 

@@ -48,6 +48,8 @@ class Split:
     name: str
     triplets: List[Triplet]
     gallery: Dict[str, List[str]]
+    #: how many triplets the annotation files list, when some were dropped (their images are missing)
+    n_annotated: Optional[int] = None
 
     @property
     def has_targets(self) -> bool:

@@ -335,6 +335,8 @@ def evaluate(layout: str, split: Split, query_emb: torch.Tensor, image_emb: torc
     protocol = {"dataset_layout": layout, "split": split.name, "reference_in_gallery": not exclude,
                 "similarity": "cosine", "ranking_depth": RANKING_DEPTH, "ks": ks,
                 "n_queries": len(triplets), "gallery_size": gallery_size}
+    if split.n_annotated is not None and split.n_annotated > len(triplets):  # images missing on disk
+        protocol["n_annotated_queries"] = split.n_annotated
     if layout == "cirr":
         protocol["subset_ks"] = list(CIRR_SUBSET_KS)
     return EvalResult(metrics, rankings, subset, protocol)

@@ -8,7 +8,9 @@ Decisions:
 - One table per dataset (a dataset seen with several backbones, evaluation protocols, image
   preprocessings or noise-seed modes gets one table per combination, so incompatible numbers are
   never averaged). Rows are (method, noise type, noise rate), sorted by method then rate; seeds
-  are aggregated.
+  are aggregated. Runs of one method whose other settings differ (:func:`settings_of`: epochs,
+  hyper-parameters, train limit, protocol, cirbench version, ...) are separate rows, named with what
+  differs (``clip4cir (epochs=2)``); two runs of one row with the same seeds are an error.
 - The noise-seed mode is "fixed" (one noise draw for every training seed: ``noise seed 0``) or
   "same" (``--noise-seed same``: the draw follows the training seed, so the spread over seeds
   includes it: ``noise seed = training seed``); the title says which. Clean runs draw no noise:
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -81,6 +84,7 @@ class Row:
     seeds: List[Any]
     cells: List[Tuple[Optional[float], Optional[float], int]]
     noise_seeds: List[Any] = field(default_factory=list)  # the noise seeds of its runs (noisy rows only)
+    provenance: Dict[str, str] = field(default_factory=dict)  # cirbench version, git commits, devices of its runs
 
     @property
     def noise(self) -> str:
@@ -100,6 +104,7 @@ class TableData:
     noise_seed_same: bool = False  # the noisy runs drew their noise with their training seed
     split: Optional[str] = None  # the evaluation split the runs were scored on (from their protocol)
     reference_in_gallery: Optional[bool] = None  # whether the reference stayed in the gallery
+    queries: str = ""  # "321 of 6016 queries" when the runs scored fewer queries than the annotations list
 
     @property
     def seeds(self) -> str:
@@ -128,9 +133,9 @@ class TableData:
 
     @property
     def title(self) -> str:
-        parts = [f"{self.dataset} ({self.layout} layout)", f"{self.which}-epoch metrics", self.protocol,
-                 self.noise, self.noise_seed, f"backbone {self.backbone}", self.preprocessing,
-                 f"mean ± sample std over {self.seeds}"]
+        spread = self.seeds if self.seeds == "1 seed" else f"mean ± sample std over {self.seeds}"
+        parts = [f"{self.dataset} ({self.layout} layout)", f"{self.which}-epoch metrics", self.protocol, self.queries,
+                 self.noise, self.noise_seed, f"backbone {self.backbone}", self.preprocessing, spread]
         return "; ".join(p for p in parts if p)
 
 
@@ -164,6 +169,71 @@ def noise_key(run: RunRecord) -> Tuple[str, float]:
     """(noise type, rate) of a run's row: ("clean", 0) for a clean run."""
     rate = float(run.noise.get("rate") or 0.0)
     return ("clean", 0.0) if rate == 0 else (str(run.noise.get("type") or "noise"), rate)
+
+
+#: Config keys a row is keyed by already (or its table is), the training seed its cells aggregate over, and
+#: what differs between machines for the same cell (the data folder's path).
+_NOT_SETTINGS = {"method", "dataset", "layout", "noise", "seed", "backbone", "weights", "preprocess", "data_root",
+                 "hparams"}
+
+
+def settings_of(run: RunRecord) -> Dict[str, Any]:
+    """Everything but the training seed that makes two runs of one row comparable: the config's other
+    settings (epochs, batch size, train limit, ...), the resolved hyper-parameters, the evaluation
+    protocol (split, gallery, number of queries) and the cirbench version. Runs differing in any of them
+    are separate rows."""
+    out = {k: v for k, v in run.config.items() if k not in _NOT_SETTINGS}
+    hparams = run.metrics.get("hparams") or run.config.get("hparams") or {}
+    out.update({f"hparams.{k}": v for k, v in hparams.items()})
+    out.update({f"protocol.{k}": v for k, v in (run.metrics.get("protocol") or {}).items()})
+    out["cirbench"] = (run.metrics.get("provenance") or {}).get("cirbench")
+    return out
+
+
+def _setting_key(run: RunRecord) -> str:
+    return json.dumps(settings_of(run), sort_keys=True, default=str)
+
+
+def _labels(runs_by_row: Dict[tuple, List[RunRecord]]) -> Dict[tuple, str]:
+    """The method's name for each row, with the settings that tell its rows apart when one method has
+    runs of several settings in a table: ``clip4cir (epochs=2, train_limit=1200)``."""
+    settings: Dict[str, Dict[str, dict]] = {}
+    for (method, key, *_), members in runs_by_row.items():
+        settings.setdefault(method, {})[key] = settings_of(members[0])
+    labels = {}
+    for row in runs_by_row:
+        method, key = row[0], row[1]
+        variants = list(settings[method].values())
+        differ = [k for k in dict.fromkeys(k for v in variants for k in v) if len({json.dumps(v.get(k), default=str)
+                                                                                   for v in variants}) > 1]
+        own = settings[method][key]
+        labels[row] = method if not differ else f"{method} ({', '.join(f'{k}={own.get(k)}' for k in differ)})"
+    return labels
+
+
+def _check_duplicates(row: tuple, members: List[RunRecord]) -> None:
+    """Two runs of one row with the same training and noise seed are the same cell twice (a copy?)."""
+    seen: Dict[tuple, RunRecord] = {}
+    for run in members:
+        key = (run.seed, None if noise_key(run)[0] == "clean" else run.noise.get("seed"))
+        if key in seen:
+            raise ConfigError(f"runs {seen[key].dir} and {run.dir} are the same cell ({row[0]}, seed {run.seed}, "
+                              "same settings); remove one of them, or point at a folder that holds one")
+        seen[key] = run
+
+
+def _provenance(runs: Sequence[RunRecord]) -> Dict[str, str]:
+    """Who computed a row: the distinct cirbench versions, git commits and devices of its runs."""
+    return {key: " ".join(sorted({str((r.metrics.get("provenance") or {}).get(key) or "") for r in runs} - {""}))
+            for key in ("cirbench", "git_commit", "device")}
+
+
+def _queries(runs: Sequence[RunRecord]) -> str:
+    """"321 of 6016 queries" when some run scored fewer queries than its annotations list (images missing
+    on disk); "" when every run scored them all."""
+    counts = {(p.get("n_queries"), p["n_annotated_queries"]) for p in (r.metrics.get("protocol") or {} for r in runs)
+              if p.get("n_annotated_queries")}
+    return "; ".join(f"{n} of {m} queries" for n, m in sorted(counts, key=str))
 
 
 def _protocol(metrics: dict) -> str:
@@ -204,15 +274,15 @@ def build_tables(runs: Sequence[RunRecord], which: str = "best",
         if layout not in COLUMNS:
             raise ConfigError(f"run {run.dir} has unknown layout {layout!r}")
         base = (run.dataset, layout, run.backbone, _protocol(run.metrics), run.preprocess)
-        row_key = (run.method, *noise_key(run))
-        if row_key[1] == "clean":
+        row_key = (run.method, _setting_key(run), *noise_key(run))
+        if row_key[2] == "clean":
             clean.append((base, run))
         else:
             groups.setdefault((*base, run.noise_seed_same), {}).setdefault(row_key, []).append(run)
     for base, run in clean:  # a clean run joins every noise-seed mode of its table (both show the clean row)
         keys = [k for k in groups if k[:-1] == base] or [(*base, False)]
         for key in keys:
-            groups.setdefault(key, {}).setdefault((run.method, *noise_key(run)), []).append(run)
+            groups.setdefault(key, {}).setdefault((run.method, _setting_key(run), *noise_key(run)), []).append(run)
 
     per_dataset: Dict[str, int] = {}
     for dataset, *_ in groups:
@@ -224,11 +294,15 @@ def build_tables(runs: Sequence[RunRecord], which: str = "best",
         table = TableData(dataset, layout, which, backbone, protocol, columns, preprocess=preprocess,
                           noise_seed_same=same, split=scored.get("split"),
                           reference_in_gallery=scored.get("reference_in_gallery"))
-        for (method, noise_type, rate), members in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        labels = _labels(rows)
+        table.queries = _queries([r for members in rows.values() for r in members])
+        for row, members in sorted(rows.items(), key=lambda kv: (labels[kv[0]], kv[0][3], kv[0][2])):
+            _check_duplicates(row, members)
+            noise_type, rate = row[2], row[3]
             cells = [_aggregate([v for v in (_value(r, c, which) for r in members) if v is not None]) for c in columns]
             seeds = [r.seed for r in members]
             noise_seeds = [] if noise_type == "clean" else sorted_seeds(r.noise.get("seed") for r in members)
-            table.rows.append(Row(method, noise_type, rate, seeds, cells, noise_seeds))
+            table.rows.append(Row(labels[row], noise_type, rate, seeds, cells, noise_seeds, _provenance(members)))
         tables[_table_name(table, per_dataset[dataset] > 1)] = table
     return tables
 
@@ -271,15 +345,18 @@ def _body(table: TableData, latex: bool = False) -> Tuple[List[str], List[List[s
 
 
 def _csv(tables: Sequence[TableData]) -> str:
-    key_fields = ["dataset", "layout", "which", "backbone", "protocol", "preprocess", "method", "noise_type",
-                  "noise_rate", "noise_seed", "n_seeds"]
+    key_fields = ["dataset", "layout", "which", "backbone", "protocol", "queries", "preprocess", "method",
+                  "noise_type", "noise_rate", "noise_seed", "n_seeds", "seeds", "cirbench", "git_commit", "device"]
     records = []
     for table in tables:
         for r in table.rows:
             noise_seed = "same" if table.noise_seed_same and r.noise_type != "clean" else " ".join(map(str, r.noise_seeds))
             record = dict(zip(key_fields, [table.dataset, table.layout, table.which, table.backbone, table.protocol,
-                                           table.preprocess, r.method, r.noise_type, f"{r.noise_rate:g}", noise_seed,
-                                           len(r.seeds)]))
+                                           table.queries, table.preprocess, r.method, r.noise_type,
+                                           f"{r.noise_rate:g}", noise_seed, len(r.seeds),
+                                           " ".join(map(str, sorted_seeds(r.seeds))),
+                                           r.provenance.get("cirbench", ""), r.provenance.get("git_commit", ""),
+                                           r.provenance.get("device", "")]))
             for c, (m, s, _) in zip(table.columns, r.cells):
                 record[f"{c.header} mean"] = "" if m is None else f"{m:.4f}"
                 record[f"{c.header} std"] = "" if s is None else f"{s:.4f}"

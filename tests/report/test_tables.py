@@ -158,6 +158,7 @@ def test_render_csv_parses_back(runs_dir):
     assert (noisy["method"], noisy["noise_type"], noisy["noise_rate"], noisy["n_seeds"]) == ("clip4cir", "mixed", "0.2", "3")
     assert float(noisy["Dress R@10 mean"]) == pytest.approx(12.0) and float(noisy["Dress R@10 std"]) == pytest.approx(2.0)
     assert rows[0]["Dress R@10 std"] == "" and float(rows[0]["Rmean mean"]) == pytest.approx(36.0)
+    assert noisy["seeds"] == "0 1 2" and {"cirbench", "git_commit", "device", "queries"} <= set(noisy)
 
     combined = list(csv.DictReader(io.StringIO(render_all(tables, "csv"))))   # one header: union of columns
     assert [r["dataset"] for r in combined] == ["shapes-cirr"] + ["shapes-fashioniq"] * 4
@@ -205,3 +206,40 @@ def test_tables_keep_preprocessings_and_noise_seed_modes_apart(tmp_path):
     assert list(only_same) == [fiq] and "noise seed = training seed" in only_same[fiq].title
     clean_only = build_tables([r for r in read_runs(root) if "clean" in str(r.dir)])
     assert "noise seed" not in clean_only[fiq].title
+
+
+def test_runs_of_other_settings_are_separate_rows_and_a_copy_is_an_error(tmp_path):
+    """Issue 18, item 1: seed-0 runs of 1, 2 and 10 epochs (and a --quick run) are never averaged as seeds."""
+    root, fiq = tmp_path / "runs", "shapes-fashioniq"
+    for epochs, value in ((1, 5.0), (2, 10.0), (10, 40.0)):
+        write_run(root, f"e{epochs}/s0", {**config("clip4cir", fiq, "fashioniq", "mixed", 0.0, 0), "epochs": epochs},
+                  finished(fiq_metrics(value)))
+    write_run(root, "quick/s0", {**config("clip4cir", fiq, "fashioniq", "mixed", 0.0, 0), "epochs": 2,
+                                 "train_limit": 1200}, finished(fiq_metrics(20.0)))
+    write_run(root, "lr/s0", {**config("ncl_cir", fiq, "fashioniq", "mixed", 0.0, 0)},
+              finished(fiq_metrics(30.0), hparams={"lr": 1e-4}))
+    write_run(root, "lr/s1", {**config("ncl_cir", fiq, "fashioniq", "mixed", 0.0, 1)},
+              finished(fiq_metrics(32.0), hparams={"lr": 1e-4}))
+    (table,) = build_tables(read_runs(root)).values()
+    rows = {r.method: (r.cells[0][0], len(r.seeds)) for r in table.rows}
+    assert rows == {"clip4cir (epochs=1, train_limit=None)": (5.0, 1),
+                    "clip4cir (epochs=2, train_limit=None)": (10.0, 1),
+                    "clip4cir (epochs=10, train_limit=None)": (40.0, 1),
+                    "clip4cir (epochs=2, train_limit=1200)": (20.0, 1), "ncl_cir": (31.0, 2)}
+
+    write_run(root, "copy/s0", {**config("clip4cir", fiq, "fashioniq", "mixed", 0.0, 0), "epochs": 10},
+              finished(fiq_metrics(41.0)))
+    with pytest.raises(ConfigError, match=r"runs .*copy/s0 and .*e10/s0 are the same cell .*remove one"):
+        build_tables(read_runs(root))
+
+
+def test_table_lists_the_runs_it_left_out_under_the_table(capsys, runs_dir):
+    """Issue 18 item 5 / issue 20 item 7: unfinished and unreadable run folders are named, not dropped silently."""
+    from tests.helpers import run_cli
+
+    code, out, err = run_cli(capsys, "table", runs_dir)
+    assert code == 0 and "clip4cir" in out
+    lines = err.strip().splitlines()
+    assert sum("left out (not finished: running, failed or interrupted)" in x for x in lines) == 2
+    (unreadable,) = [x for x in lines if "left out (unreadable)" in x]
+    assert "ncl_cir/mixed-0.2/s2: metrics.json is not valid JSON (truncated?)" in unreadable and "--force" in unreadable
