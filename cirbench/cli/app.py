@@ -14,7 +14,7 @@ from ..errors import CirbenchError, Interrupted
 from .catalog import list_
 from .data import data, noise
 from .leaderboard import leaderboard
-from .results import plot, robustness, table
+from .results import plot, results, robustness, table
 from .run import run
 from .scoring import score, submit
 
@@ -47,7 +47,7 @@ def cli(quiet: bool, threads: Optional[int]) -> None:
     configure_cpu_threads(threads)
 
 
-for command in (run, table, list_, data, noise, score, submit, leaderboard, robustness, plot):
+for command in (run, table, results, list_, data, noise, score, submit, leaderboard, robustness, plot):
     cli.add_command(command)
 
 

@@ -1,6 +1,7 @@
-"""Commands over finished run folders: ``cirbench table``, ``cirbench robustness``, ``cirbench plot``."""
+"""Commands over finished run folders: ``cirbench table``, ``results``, ``robustness``, ``plot``."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -60,4 +61,35 @@ def plot(runs_dir: Path, out: Path, which: str, dpi: int):
         raise ConfigError(f"--out {out}: use a .png, .pdf or .svg file name")
     runs = read_runs_or_fail(runs_dir)
     click.echo(f"wrote {plot_runs(runs, out, which, dpi)}")
+    note_left_out(runs)
+
+
+@click.command()
+@runs_dir_argument
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document of every finished run: its folder, config.json and metrics.json (with "
+                   "provenance), plus the folders left out and why.")
+def results(runs_dir: Path, as_json: bool):
+    """List the finished runs under RUNS_DIR (one line each), or write them all as one JSON document."""
+    from .. import __version__
+    from ..eval.evaluation import primary_value
+
+    runs = read_runs_or_fail(runs_dir)
+    if as_json:
+        unfinished = [d for d in runs.skipped if d not in runs.unreadable]
+        click.echo(json.dumps({
+            "cirbench": __version__, "runs_dir": str(runs_dir),
+            "runs": [{"dir": str(r.dir.relative_to(runs_dir)), "config": r.config, "metrics": r.metrics} for r in runs],
+            "left_out": {**{str(d.relative_to(runs_dir)): why for d, why in runs.unreadable.items()},
+                         **{str(d.relative_to(runs_dir)): "not finished" for d in unfinished}},
+        }, indent=1))
+        return
+    for r in runs:
+        try:
+            value = primary_value(r.layout, r.metrics["best"])
+        except (KeyError, TypeError):  # a run of another layout, or without best metrics
+            value = None
+        of = f" of {r.metrics['epochs_run']}" if "epochs_run" in r.metrics else ""
+        click.echo(f"{r.dir.relative_to(runs_dir)}  best {'-' if value is None else f'{value:.2f}'}"
+                   f"  (epoch {r.metrics.get('best_epoch', '?')}{of})")
     note_left_out(runs)

@@ -243,3 +243,21 @@ def test_table_lists_the_runs_it_left_out_under_the_table(capsys, runs_dir):
     assert sum("left out (not finished: running, failed or interrupted)" in x for x in lines) == 2
     (unreadable,) = [x for x in lines if "left out (unreadable)" in x]
     assert "ncl_cir/mixed-0.2/s2: metrics.json is not valid JSON (truncated?)" in unreadable and "--force" in unreadable
+
+
+def test_results_lists_every_run_and_writes_them_as_one_json(capsys, runs_dir):
+    """Issue 18 item 2: one consolidated JSON of every run (config, metrics, provenance) and what was left out."""
+    from tests.helpers import run_cli
+
+    code, out, err = run_cli(capsys, "results", runs_dir, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert len(doc["runs"]) == len(read_runs(runs_dir)) == 8
+    first = doc["runs"][0]
+    assert json.loads((runs_dir / first["dir"] / "metrics.json").read_text()) == first["metrics"]
+    assert json.loads((runs_dir / first["dir"] / "config.json").read_text()) == first["config"]
+    assert doc["left_out"] == {"shapes-fashioniq/ncl_cir/mixed-0.2/s0": "not finished",
+                               "shapes-fashioniq/ncl_cir/mixed-0.2/s1": "not finished",
+                               "shapes-fashioniq/ncl_cir/mixed-0.2/s2": "metrics.json is not valid JSON (truncated?)"}
+    code, out, _ = run_cli(capsys, "results", runs_dir)
+    assert code == 0 and len(out.splitlines()) == 8 and "shapes-cirr/clip4cir/s0  best 27.00  (epoch 3)" in out
