@@ -23,7 +23,7 @@ from .backbones import build_backbone
 from .data import datasets
 from .data.noise import inject_noise, save_manifest
 from .data.triplets import CIRDataset, Split, Triplet, eval_text, train_texts
-from .errors import RESTART_CELL, Interrupted
+from .errors import RESTART_CELL, ConfigError, Interrupted
 from .eval.detection import detection_metrics
 from .eval.evaluation import EvalResult, evaluate, selection_value
 from .features import FeatureTable, image_features, text_features
@@ -31,7 +31,7 @@ from .files import load_torch, save_torch
 from .method import Method
 from .paths import cache_dir as default_cache_dir
 from .registry import resolve_name
-from .runs import RunDir, RunRecord, RunSpec
+from .runs import KEEP_CHOICES, RunDir, RunRecord, RunSpec
 from .towers import TrainableTowers, trained_towers
 from .training import TrainConfig, TrainingSet, Validation, fit
 from .types import Dims
@@ -273,11 +273,13 @@ def check_cells(cells: Sequence[RunSpec], ws: Workspace) -> None:
         ws.backbone(cell)
 
 
-def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) -> dict:
-    """Run one cell (or finish it, or skip it if done); returns its ``metrics.json`` content."""
+def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False, keep: str = "checkpoints") -> dict:
+    """Run one cell (or finish it, or skip it if done); returns its ``metrics.json`` content. ``keep``:
+    what the finished run keeps of its weights (:meth:`RunDir.prune`)."""
     run_dir = RunDir(Path(out_dir) / spec.dirname())
     done = run_dir.start(spec, force, validate=lambda: check_cells([spec], ws))
     if done is not None:
+        run_dir.prune(keep)
         return done
     started = time.time()
     cell = _CellTraining(spec, run_dir, ws)
@@ -289,21 +291,24 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False) ->
     run_dir.write_history(result["history"])
     metrics = cell.metrics(result, started)
     run_dir.write_metrics(metrics)
+    run_dir.prune(keep)
     return metrics
 
 
-def run_grid(cells: Sequence[RunSpec], out_dir: Path, ws: Workspace, force: bool = False,
+def run_grid(cells: Sequence[RunSpec], out_dir: Path, ws: Workspace, force: bool = False, keep: str = "checkpoints",
              report: Callable[[int, RunSpec, dict, float], None] = lambda i, cell, metrics, seconds: None
              ) -> List[RunRecord]:
     """Run (or finish, or reuse) every cell in order; ``report(i, cell, metrics, seconds)`` after each.
     Every cell still to run is checked first (:func:`check_cells`): a mistake in the last cell's data
     folder is found before the first cell trains."""
+    if keep not in KEEP_CHOICES:
+        raise ConfigError(f"keep must be one of {', '.join(KEEP_CHOICES)}, got {keep!r}")
     check_cells([cell for cell in cells if not RunDir(Path(out_dir) / cell.dirname()).finished], ws)
     done = []
     for i, cell in enumerate(cells, 1):
         t = time.time()
         try:
-            metrics = execute(cell, out_dir, ws, force=force)
+            metrics = execute(cell, out_dir, ws, force=force, keep=keep)
         except KeyboardInterrupt:
             raise Interrupted(str(Path(out_dir) / cell.dirname())) from None
         done.append(RunRecord(Path(out_dir) / cell.dirname(), cell.to_config(), metrics))

@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_PREPROCESS = "clip"
 #: CLIP4Cir's (and SPRC's, SPN's, HABIT's) TargetPad target ratio: ``targetpad`` alone means this.
 TARGETPAD_RATIO = 1.25
+#: What a finished run keeps of its weights (``--keep``, :meth:`RunDir.prune`).
+KEEP_CHOICES = ("checkpoints", "best", "none")
 #: ``--noise-seed same``: each cell's noise is drawn with its training seed (as TME and HABIT do).
 NOISE_SEED_SAME = "same"
 _PREPROCESS_HELP = "clip (the backbone's own transform) or targetpad[:RATIO] (RATIO >= 1, default 1.25)"
@@ -311,6 +313,17 @@ class RunDir:
             return False
         return True
 
+    def prune(self, keep: str) -> None:
+        """After the run finished: keep its ``checkpoint.pt`` and ``best_model.pt`` (``keep="checkpoints"``),
+        the best model alone (``"best"``: what ``cirbench submit`` and re-ranking need) or neither
+        (``"none"``: metrics, history and predictions stay)."""
+        if keep not in KEEP_CHOICES:
+            raise ConfigError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got {keep!r}")
+        drop = {"checkpoints": (), "best": (self.checkpoint_file,),
+                "none": (self.checkpoint_file, self.best_model_file)}[keep]
+        for f in drop:
+            f.unlink(missing_ok=True)
+
     def append_history(self, row: dict) -> None:
         """One more line of ``history.jsonl`` (the file rewritten atomically: a full disk or a kill
         never leaves half a line)."""
@@ -353,5 +366,5 @@ def read_runs(root) -> RunRecords:
     return RunRecords(runs, skipped, unreadable)
 
 
-__all__ = ["DEFAULT_PREPROCESS", "NOISE_SEED_SAME", "TARGETPAD_RATIO", "RunDir", "RunRecord", "RunRecords", "RunSpec",
+__all__ = ["DEFAULT_PREPROCESS", "KEEP_CHOICES", "NOISE_SEED_SAME", "TARGETPAD_RATIO", "RunDir", "RunRecord", "RunRecords", "RunSpec",
            "parse_noise_seed", "parse_preprocess", "read_runs", "targetpad_ratio"]

@@ -11,7 +11,7 @@ from cirbench.errors import ConfigError
 from cirbench.eval.evaluation import score_cirr, score_fashioniq
 from cirbench.registry import get_method
 from cirbench.report.tables import build_tables
-from cirbench.runner import Workspace, execute
+from cirbench.runner import Workspace, execute, run_grid
 from cirbench.runs import RunDir, RunSpec, read_runs
 
 
@@ -216,3 +216,16 @@ def test_bad_settings_write_nothing_and_the_corrected_command_runs(tmp_path, ws)
     with pytest.raises(ConfigError, match="unreadable.*--force"):
         execute(good, tmp_path, ws)
     assert execute(good, tmp_path, ws, force=True)["status"] == "finished"
+
+
+@pytest.mark.parametrize("keep, kept", [("best", {"best_model.pt"}), ("none", set())])
+def test_keep_drops_the_weights_of_finished_cells_and_they_are_still_reused(tmp_path, ws, keep, kept):
+    """Issue 18 item 9: --keep best|none; the finished cell is reused, its results untouched."""
+    s = spec(epochs=2)
+    metrics = execute(s, tmp_path, ws, keep=keep)
+    run = tmp_path / s.dirname()
+    assert {p.name for p in run.glob("*.pt")} == kept
+    assert {"metrics.json", "history.jsonl", "config.json", "predictions"} <= {p.name for p in run.iterdir()}
+    assert execute(s, tmp_path, ws, keep=keep) == metrics
+    with pytest.raises(ConfigError, match="keep must be one of checkpoints, best, none"):
+        run_grid([s], tmp_path, ws, keep="all")

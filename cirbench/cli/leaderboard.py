@@ -15,6 +15,7 @@ from .options import (
     force_option,
     format_option,
     grad_checkpointing_option,
+    keep_option,
     no_progress_option,
     noise_seed_option,
     parse_data_roots,
@@ -70,10 +71,11 @@ def lb_show(name: str, fmt: str):
               help="Where run folders go (default runs/<NAME>); finished cells found there are reused.")
 @cache_dir_option
 @force_option
+@keep_option
 @format_option()
 @no_progress_option
 def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed, seeds, epochs, overrides, device,
-           grad_checkpointing, out, cache_dir, force, fmt, no_progress):
+           grad_checkpointing, out, cache_dir, force, keep, fmt, no_progress):
     """Run a leaderboard's grid (reusing finished cells), then print cirbench's numbers beside the paper's."""
     from ..devices import resolve_device
     from ..leaderboards.render import render_comparison
@@ -102,7 +104,7 @@ def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed,
     preflight(lb, grid, ws)  # missing data or weights stop here, before anything is written
     click.echo(f"cirbench leaderboard run {lb.name}: {grid.summary()} on {ws.device} -> {out}/", err=True)
     t0 = time.time()
-    done = run_grid(cells, out, ws, force=force, report=cell_reporter(len(cells)))
+    done = run_grid(cells, out, ws, force=force, keep=keep, report=cell_reporter(len(cells)))
     click.echo(f"finished {len(cells)} runs in {time.time() - t0:.0f}s\n", err=True)
     if lb.paper is not None:
         click.echo(render_comparison(lb, done, fmt))

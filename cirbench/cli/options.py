@@ -11,6 +11,7 @@ from ..data.noise import NOISE_TYPES
 from ..devices import DEVICE_CHOICES
 from ..errors import ConfigError
 from ..report.tables import FORMATS
+from ..runs import KEEP_CHOICES
 
 
 def format_option(choices: Sequence[str] = FORMATS):
@@ -36,6 +37,10 @@ force_option = click.option("--force", is_flag=True,
                             help="Start cells again whose folder holds a run with other settings, or files it cannot "
                                  "continue from (a truncated config or checkpoint).")
 no_progress_option = click.option("--no-progress", is_flag=True, help="No progress bars.")
+keep_option = click.option(
+    "--keep", type=click.Choice(KEEP_CHOICES), default=KEEP_CHOICES[0], show_default=True,
+    help="What a finished cell keeps of its weights: checkpoint.pt and best_model.pt, the best model alone (what "
+         "`cirbench submit` needs), or neither (metrics, history and predictions always stay).")
 grad_checkpointing_option = click.option(
     "--grad-checkpointing", is_flag=True,
     help="Fine-tuned towers recompute activations in the backward pass: less GPU memory, more compute.")
