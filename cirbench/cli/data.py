@@ -55,11 +55,20 @@ def check(dataset: str, root: Path, no_images: bool):
 @noise_type_option("--type", default="mixed", help="How the chosen triplets are corrupted (`cirbench list noise`).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def noise(dataset: str, annotations: Path, rate: float, noise_type: str, seed: int, out: Path):
+@click.option("--export-annotations", "export_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the annotation folder with the noisy training captions, in the official layout, "
+                   "for other code (CLIP4Cir, SPRC, HABIT) to train on exactly this noise.")
+def noise(dataset: str, annotations: Path, rate: float, noise_type: str, seed: int, out: Path, export_dir):
     """Write a noise manifest for the training split, from annotation files alone."""
+    from ..data.export import export_noisy_annotations
     from ..data.noise import manifest_from_annotations, save_manifest
 
     manifest = manifest_from_annotations(dataset, annotations, rate, noise_type, seed)
+    if export_dir is not None and export_dir.exists() and any(export_dir.iterdir()):  # before writing anything
+        raise click.UsageError(f"--export-annotations {export_dir} exists and is not empty; choose a new folder")
     save_manifest(manifest, out)
     click.echo(f"{manifest['n_noisy']} of {manifest['n_triplets']} training triplets corrupted "
                f"({noise_type}, realised rate {manifest['realised_rate']:.4f}, seed {seed}) -> {out}")
+    if export_dir is not None:
+        written = export_noisy_annotations(dataset, annotations, manifest, export_dir)
+        click.echo(f"noisy annotations -> {export_dir} ({', '.join(p.name for p in written)})")

@@ -91,7 +91,7 @@ def load_fashioniq(root: PathLike, splits: Union[str, Sequence[str]] = ("train",
     FashionIQ average is over three). Galleries keep the official category order.
     """
     splits = _check_splits(splits, FASHIONIQ_SPLITS, "FashionIQ")
-    root = _check_root(root, "FashionIQ")
+    root = check_root(root, "FashionIQ")
     cap_dir = _subdir(root, "captions", FASHIONIQ_LAYOUT)
     split_dir = _subdir(root, "image_splits", FASHIONIQ_LAYOUT)
 
@@ -142,12 +142,8 @@ def load_cirr(root: PathLike, splits: Union[str, Sequence[str]] = ("train", "val
     The gallery of a split is every image of its ``split.rc2.<split>.json`` in file order.
     """
     splits = _check_splits(splits, CIRR_SPLITS, "CIRR")
-    root = _check_root(root, "CIRR")
-    ann = next((d for d in (root, root / "cirr")
-                if (d / "captions").is_dir() or (d / "image_splits").is_dir()), None)
-    if ann is None:
-        raise DataError(f"no CIRR annotations in {root}: neither {root / 'captions'} nor "
-                        f"{root / 'cirr' / 'captions'} exists; {one_line(CIRR_LAYOUT)}")
+    root = check_root(root, "CIRR")
+    ann = cirr_annotation_dir(root)
     cap_dir = _subdir(ann, "captions", CIRR_LAYOUT)
     split_dir = _subdir(ann, "image_splits", CIRR_LAYOUT)
 
@@ -242,6 +238,15 @@ def _read_json(path: Path, layout_help: str):
                      missing=f"missing annotation file {path.name}: expected it at {path}; {one_line(layout_help)}")
 
 
+def cirr_annotation_dir(root: Path) -> Path:
+    """Where a CIRR folder keeps its ``captions/`` and ``image_splits/``: the folder itself or its ``cirr/``."""
+    ann = next((d for d in (root, root / "cirr") if (d / "captions").is_dir() or (d / "image_splits").is_dir()), None)
+    if ann is None:
+        raise DataError(f"no CIRR annotations in {root}: neither {root / 'captions'} nor "
+                        f"{root / 'cirr' / 'captions'} exists; {one_line(CIRR_LAYOUT)}")
+    return ann
+
+
 def _check_splits(splits, valid: Tuple[str, ...], dataset: str) -> List[str]:
     names = [splits] if isinstance(splits, str) else list(splits)
     bad = [s for s in names if s not in valid]
@@ -251,7 +256,7 @@ def _check_splits(splits, valid: Tuple[str, ...], dataset: str) -> List[str]:
     return list(dict.fromkeys(names))
 
 
-def _check_root(root: PathLike, dataset: str) -> Path:
+def check_root(root: PathLike, dataset: str) -> Path:
     root = Path(root).expanduser()
     holds = {"FashionIQ": "captions/cap.<category>.<split>.json and image_splits/",
              "CIRR": "captions/cap.rc2.<split>.json and image_splits/ (in it or in its cirr/)"}[dataset]
