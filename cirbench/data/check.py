@@ -36,6 +36,9 @@ from .triplets import FASHIONIQ_CATEGORIES, Split
 
 REQUIRED_SPLITS = ("train", "val")  # what `cirbench run` reads; test splits only matter for submissions
 SEARCH_DEPTH = 4
+#: A train / val split that loses more than this fraction of its triplets to missing images is reported
+#: loudly: its numbers are no longer those of the dataset (FashionIQ copies commonly lose a few percent).
+LOSS_WARNING = 0.2
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Row:
     images: int  # distinct images the split references (references, targets, gallery, img_set members)
     found: Optional[int] = None
     missing: List[str] = field(default_factory=list)
+    usable: Optional[int] = None  # triplets whose reference and target images are found (what a run keeps)
 
 
 @dataclass
@@ -66,18 +70,33 @@ class Report:
         out = [f"{name} at {self.root}", "", "annotation files:"]
         out += [f"  {status:<8} {path}" for path, status in self.files]
         if self.rows:
-            table = [[r.split, r.category, r.triplets, r.images, "-" if r.found is None else r.found,
-                      "-" if r.found is None else len(r.missing)] for r in self.rows]
-            out += ["", tabulate(table, ["split", "category", "triplets", "images referenced", "found", "missing"],
-                                 tablefmt="simple", colalign=("left", "left", "right", "right", "right", "right"))]
+            table = [[r.split, r.category, r.triplets, "-" if r.usable is None else r.usable, r.images,
+                      "-" if r.found is None else r.found, "-" if r.found is None else len(r.missing)]
+                     for r in self.rows]
+            out += ["", tabulate(table, ["split", "category", "triplets", "usable", "images referenced", "found",
+                                         "missing"], tablefmt="simple",
+                                 colalign=("left", "left", "right", "right", "right", "right", "right"))]
         for w in self.warnings:
             out += ["", f"warning: {w}"]
         for e in self.errors:
             out += ["", f"error: {e}"]
         if not self.ok:
             out += ["", FASHIONIQ_LAYOUT if self.layout == "fashioniq" else CIRR_LAYOUT]
-        out += ["", "OK: usable by `cirbench run`" if self.ok else "NOT USABLE: fix the errors above"]
+        lossy = self.lossy_rows()
+        if not self.ok:
+            out += ["", "NOT USABLE: fix the errors above"]
+        elif lossy:
+            out += ["", f"USABLE WITH LOSSES: {', '.join(f'{r.split}/{r.category}' for r in lossy)} lose more than "
+                        f"{LOSS_WARNING:.0%} of their triplets; numbers on this copy are not comparable to the papers'"]
+        else:
+            out += ["", "OK: usable by `cirbench run`"]
         return "\n".join(out)
+
+
+    def lossy_rows(self) -> List[Row]:
+        """Train / val rows that lose more than :data:`LOSS_WARNING` of their triplets to missing images."""
+        return [r for r in self.rows if r.split in REQUIRED_SPLITS and r.usable is not None and r.triplets
+                and 1 - r.usable / r.triplets > LOSS_WARNING]
 
 
 def check(layout: str, root: Path, images: bool = True) -> Report:
@@ -124,7 +143,7 @@ def _check_fashioniq(root: Path, report: Report, images: bool) -> None:
         report.errors.append(f"no images in {images_dir} (expected e.g. {images_dir / (example + '.png')}){where}")
         return
     for row, split in zip(report.rows, splits.values()):
-        _count(row, _referenced(split), set(found), report, f"{images_dir}/")
+        _count(row, split, set(found), report, f"{images_dir}/")
     _missing_summary(report, lambda i: [f"{i}{ext}" for ext in IMAGE_EXTENSIONS], lambda i: images_dir / f"{i}.png",
                      note=" (FashionIQ's image links are partly dead, so most copies miss some; "
                           "runs skip the triplets that need them)")
@@ -163,7 +182,7 @@ def _check_cirr(root: Path, report: Report, images: bool) -> None:
     paths = resolve_cirr_images(rel_paths, bases)
     where = " or ".join(str(b) for b in bases)
     for row, split in zip(report.rows, splits.values()):
-        _count(row, _referenced(split), set(paths), report, f"{where} (at the split files' relative paths)",
+        _count(row, split, set(paths), report, f"{where} (at the split files' relative paths)",
                example=lambda i: bases[0] / PurePosixPath(rel_paths.get(i, f"{i}.png")))
     _missing_summary(report, lambda i: [PurePosixPath(rel_paths.get(i, f"{i}.png")).name],
                      lambda i: bases[0] / PurePosixPath(rel_paths.get(i, f"{i}.png")))
@@ -204,10 +223,13 @@ def _referenced(split: Split) -> List[str]:
     return sorted(ids)
 
 
-def _count(row: Row, needed: List[str], present: set, report: Report, where: str, example=None) -> None:
-    """Fill ``row``'s found / missing; a split none of whose images exists is an error (a warning for test)."""
+def _count(row: Row, split: Split, present: set, report: Report, where: str, example=None) -> None:
+    """Fill ``row``'s found / missing / usable; a split none of whose images exists is an error (a warning
+    for test)."""
+    needed = _referenced(split)
     row.missing = [i for i in needed if i not in present]
     row.found = len(needed) - len(row.missing)
+    row.usable = sum(t.reference in present and (t.target is None or t.target in present) for t in split.triplets)
     if needed and row.found == 0:
         hint = f", e.g. {example(needed[0])}" if example else ""
         what = f"{row.split} split{'' if row.category == '-' else ' / ' + row.category}"

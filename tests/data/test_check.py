@@ -23,8 +23,14 @@ def test_missing_images_are_counted_and_named(capsys, make_fashioniq):
     root = make_fashioniq(missing=["dress7", "shirt0"])
     code, out, _ = cirbench(capsys, "data", "check", "--dataset", "fashioniq", "--root", root)
     assert code == 0 and "2 referenced image(s) missing" in out and "dress7.png" in out and "dead" in out
-    r = rows(check("fashioniq", root))
+    report = check("fashioniq", root)
+    r = rows(report)
     assert r[("val", "dress")] == (2, 4, 3, 1) and r[("train", "shirt")] == (3, 6, 5, 1)
+    # issue 18 item 4: what survives, and a loud line when a split loses more than LOSS_WARNING
+    usable = {(x.split, x.category): x.usable for x in report.rows}
+    assert usable[("val", "dress")] == 1 and usable[("train", "shirt")] == 2 and usable[("val", "shirt")] == 2
+    assert "USABLE WITH LOSSES: train/shirt, val/dress lose more than 20% of their triplets" in out
+    assert "OK: usable" not in out
 
 
 def test_images_in_the_wrong_folder_say_where_to_move_them(capsys, make_fashioniq):
