@@ -22,7 +22,7 @@ def run(methods: Optional[Sequence[str]] = None, datasets: Optional[Sequence[str
         batch_size: Optional[int] = None, hparams: Optional[Dict[str, Dict[str, Any]]] = None,
         exclude_reference: Optional[bool] = None, train_limit: Optional[int] = None, out: PathLike = "runs",
         cache_dir: Optional[PathLike] = None, device: str = "auto", force: bool = False, keep: str = "checkpoints",
-        progress: bool = True, grad_checkpointing: bool = False, report=None) -> list:
+        log: str = "none", progress: bool = True, grad_checkpointing: bool = False, report=None) -> list:
     """Train and evaluate a grid, as ``cirbench run`` does with the same options (``None`` takes the
     embedded benchmark's value; ``hparams`` is ``{method: {key: value}}`` as ``--set``); returns the
     :class:`cirbench.runs.RunRecord` of every cell, finished cells found under ``out`` reused.
@@ -40,7 +40,7 @@ def run(methods: Optional[Sequence[str]] = None, datasets: Optional[Sequence[str
     cells = grid.cells()
     ws = Workspace(Path(cache_dir) if cache_dir else None, resolve_device(device), progress=progress,
                    grad_checkpointing=grad_checkpointing)
-    return run_grid(cells, Path(out), ws, force=force, keep=keep, **({"report": report} if report else {}))
+    return run_grid(cells, Path(out), ws, force=force, keep=keep, log=log, **({"report": report} if report else {}))
 
 
 def load_runs(runs_dir: PathLike):

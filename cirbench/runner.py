@@ -31,6 +31,7 @@ from .files import load_torch, save_torch
 from .method import Method
 from .paths import cache_dir as default_cache_dir
 from .registry import resolve_name
+from .report.tensorboard import TensorBoardLog, check_log
 from .runs import KEEP_CHOICES, RunDir, RunRecord, RunSpec
 from .towers import TrainableTowers, trained_towers
 from .training import TrainConfig, TrainingSet, Validation, fit
@@ -273,9 +274,11 @@ def check_cells(cells: Sequence[RunSpec], ws: Workspace) -> None:
         ws.backbone(cell)
 
 
-def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False, keep: str = "checkpoints") -> dict:
+def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False, keep: str = "checkpoints",
+            log: str = "none") -> dict:
     """Run one cell (or finish it, or skip it if done); returns its ``metrics.json`` content. ``keep``:
-    what the finished run keeps of its weights (:meth:`RunDir.prune`)."""
+    what the finished run keeps of its weights (:meth:`RunDir.prune`); ``log="tensorboard"`` also writes
+    its history as TensorBoard scalars (:mod:`cirbench.report.tensorboard`)."""
     run_dir = RunDir(Path(out_dir) / spec.dirname())
     done = run_dir.start(spec, force, validate=lambda: check_cells([spec], ws))
     if done is not None:
@@ -283,32 +286,42 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False, ke
         return done
     started = time.time()
     cell = _CellTraining(spec, run_dir, ws)
+    board = TensorBoardLog(Path(out_dir) / "tensorboard" / spec.dirname()) if log == "tensorboard" else None
+
+    def on_epoch(row: dict) -> None:
+        rows = run_dir.append_history(row)
+        if board is not None:
+            board.write(row, step=rows)
+
     result = fit(cell.built.method, cell.train, cell.validate,
                  TrainConfig(spec.epochs, spec.batch_size, spec.seed, str(ws.device)),
-                 run_dir.checkpoint_file, on_best=cell.on_best, on_epoch=run_dir.append_history,
+                 run_dir.checkpoint_file, on_best=cell.on_best, on_epoch=on_epoch,
                  epoch_log=cell.epoch_log, progress=ws.progress, towers=cell.towers,
                  best_state=lambda: load_torch(run_dir.best_model_file, "best model", ws.device, hint=RESTART_CELL))
     run_dir.write_history(result["history"])
     metrics = cell.metrics(result, started)
     run_dir.write_metrics(metrics)
     run_dir.prune(keep)
+    if board is not None:
+        board.close()
     return metrics
 
 
 def run_grid(cells: Sequence[RunSpec], out_dir: Path, ws: Workspace, force: bool = False, keep: str = "checkpoints",
-             report: Callable[[int, RunSpec, dict, float], None] = lambda i, cell, metrics, seconds: None
+             log: str = "none", report: Callable[[int, RunSpec, dict, float], None] = lambda i, cell, metrics, seconds: None
              ) -> List[RunRecord]:
     """Run (or finish, or reuse) every cell in order; ``report(i, cell, metrics, seconds)`` after each.
     Every cell still to run is checked first (:func:`check_cells`): a mistake in the last cell's data
     folder is found before the first cell trains."""
     if keep not in KEEP_CHOICES:
         raise ConfigError(f"keep must be one of {', '.join(KEEP_CHOICES)}, got {keep!r}")
+    check_log(log)
     check_cells([cell for cell in cells if not RunDir(Path(out_dir) / cell.dirname()).finished], ws)
     done = []
     for i, cell in enumerate(cells, 1):
         t = time.time()
         try:
-            metrics = execute(cell, out_dir, ws, force=force, keep=keep)
+            metrics = execute(cell, out_dir, ws, force=force, keep=keep, log=log)
         except KeyboardInterrupt:
             raise Interrupted(str(Path(out_dir) / cell.dirname())) from None
         done.append(RunRecord(Path(out_dir) / cell.dirname(), cell.to_config(), metrics))

@@ -324,12 +324,13 @@ class RunDir:
         for f in drop:
             f.unlink(missing_ok=True)
 
-    def append_history(self, row: dict) -> None:
+    def append_history(self, row: dict) -> int:
         """One more line of ``history.jsonl`` (the file rewritten atomically: a full disk or a kill
-        never leaves half a line)."""
+        never leaves half a line); returns how many lines it holds now."""
         old = self.history_file.read_text() if self.history_file.exists() else ""
         text = old + json.dumps(row) + "\n"
         atomic_write(self.history_file, lambda tmp: tmp.write_text(text))
+        return text.count("\n")
 
     def write_history(self, rows: Sequence[dict]) -> None:
         """The whole history at once (canonical after a resume, which appended some rows twice)."""

@@ -229,3 +229,20 @@ def test_keep_drops_the_weights_of_finished_cells_and_they_are_still_reused(tmp_
     assert execute(s, tmp_path, ws, keep=keep) == metrics
     with pytest.raises(ConfigError, match="keep must be one of checkpoints, best, none"):
         run_grid([s], tmp_path, ws, keep="all")
+
+
+def test_log_tensorboard_writes_every_epoch_of_a_cell_as_scalars(tmp_path, ws):
+    """Issue 18 item 7: one TensorBoard run per cell, named like its folder, with each history row's numbers."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    s = spec(method="ncl-cir", epochs=3, hparams={"warmup": 1})
+    execute(s, tmp_path, ws, log="tensorboard")
+    events = EventAccumulator(str(tmp_path / "tensorboard" / s.dirname()))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss", "selection", "metrics/average/R@10", "noise_detection/auroc", "filter_selected"} <= tags
+    history = [json.loads(x) for x in (tmp_path / s.dirname() / "history.jsonl").read_text().splitlines()]
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3]
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx([h["loss"] for h in history])
+    with pytest.raises(ConfigError, match="--log must be one of none, tensorboard"):
+        run_grid([s], tmp_path, ws, log="wandb")

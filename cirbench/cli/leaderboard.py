@@ -16,6 +16,7 @@ from .options import (
     format_option,
     grad_checkpointing_option,
     keep_option,
+    log_option,
     no_progress_option,
     noise_seed_option,
     parse_data_roots,
@@ -72,10 +73,11 @@ def lb_show(name: str, fmt: str):
 @cache_dir_option
 @force_option
 @keep_option
+@log_option
 @format_option()
 @no_progress_option
 def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed, seeds, epochs, overrides, device,
-           grad_checkpointing, out, cache_dir, force, keep, fmt, no_progress):
+           grad_checkpointing, out, cache_dir, force, keep, log, fmt, no_progress):
     """Run a leaderboard's grid (reusing finished cells), then print cirbench's numbers beside the paper's."""
     from ..devices import resolve_device
     from ..leaderboards.render import render_comparison
@@ -104,7 +106,7 @@ def lb_run(name, methods, data_roots, weights, backbone, preprocess, noise_seed,
     preflight(lb, grid, ws)  # missing data or weights stop here, before anything is written
     click.echo(f"cirbench leaderboard run {lb.name}: {grid.summary()} on {ws.device} -> {out}/", err=True)
     t0 = time.time()
-    done = run_grid(cells, out, ws, force=force, keep=keep, report=cell_reporter(len(cells)))
+    done = run_grid(cells, out, ws, force=force, keep=keep, log=log, report=cell_reporter(len(cells)))
     click.echo(f"finished {len(cells)} runs in {time.time() - t0:.0f}s\n", err=True)
     if lb.paper is not None:
         click.echo(render_comparison(lb, done, fmt))

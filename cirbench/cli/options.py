@@ -11,6 +11,7 @@ from ..data.noise import NOISE_TYPES
 from ..devices import DEVICE_CHOICES
 from ..errors import ConfigError
 from ..report.tables import FORMATS
+from ..report.tensorboard import LOGS
 from ..runs import KEEP_CHOICES
 
 
@@ -37,6 +38,10 @@ force_option = click.option("--force", is_flag=True,
                             help="Start cells again whose folder holds a run with other settings, or files it cannot "
                                  "continue from (a truncated config or checkpoint).")
 no_progress_option = click.option("--no-progress", is_flag=True, help="No progress bars.")
+log_option = click.option(
+    "--log", type=click.Choice(LOGS), default=LOGS[0], show_default=True,
+    help="Also write each cell's per-epoch history as TensorBoard scalars under OUT/tensorboard/<cell folder> "
+         "(needs pip install 'cirbench[tensorboard]').")
 keep_option = click.option(
     "--keep", type=click.Choice(KEEP_CHOICES), default=KEEP_CHOICES[0], show_default=True,
     help="What a finished cell keeps of its weights: checkpoint.pt and best_model.pt, the best model alone (what "

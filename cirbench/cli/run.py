@@ -15,6 +15,7 @@ from .options import (
     format_option,
     grad_checkpointing_option,
     keep_option,
+    log_option,
     no_progress_option,
     noise_seed_option,
     noise_type_option,
@@ -57,11 +58,12 @@ from .options import (
 @click.option("--quick", is_flag=True, help="A one-minute smoke run: 2 epochs, noise 0 and 0.5, 1,200 triplets.")
 @force_option
 @keep_option
+@log_option
 @format_option()
 @no_progress_option
 def run(methods, datasets_, noise_type, noise_rates, noise_seed, seeds, backbone, weights, preprocess, data_roots,
         epochs, batch_size, overrides, exclude_reference, device, grad_checkpointing, out, cache_dir, spec, quick,
-        force, keep, fmt, no_progress):
+        force, keep, log, fmt, no_progress):
     """Train and evaluate a grid of methods × datasets × noise rates × seeds, then print the tables.
 
     With no options: every registered method on both generated shapes layouts at mixed noise
@@ -98,6 +100,6 @@ def run(methods, datasets_, noise_type, noise_rates, noise_seed, seeds, backbone
     click.echo(f"cirbench run: {grid.summary()} on {ws.device} -> {out}/", err=True)
 
     t0 = time.time()
-    done = run_grid(cells, out, ws, force=force, keep=keep, report=cell_reporter(len(cells)))
+    done = run_grid(cells, out, ws, force=force, keep=keep, log=log, report=cell_reporter(len(cells)))
     click.echo(f"finished {len(cells)} runs in {time.time() - t0:.0f}s\n", err=True)
     click.echo(render_all(build_tables(done), fmt))
