@@ -261,3 +261,20 @@ def test_results_lists_every_run_and_writes_them_as_one_json(capsys, runs_dir):
                                "shapes-fashioniq/ncl_cir/mixed-0.2/s2": "metrics.json is not valid JSON (truncated?)"}
     code, out, _ = run_cli(capsys, "results", runs_dir)
     assert code == 0 and len(out.splitlines()) == 8 and "shapes-cirr/clip4cir/s0  best 27.00  (epoch 3)" in out
+
+
+def test_the_csv_reads_back_into_exactly_the_rows_of_the_terminal_tables(capsys, runs_dir):
+    """Issue 18, done-when: one CSV, a row per terminal row, the same numbers."""
+    from tests.helpers import run_cli
+
+    _, terminal, _ = run_cli(capsys, "table", runs_dir)
+    _, text, _ = run_cli(capsys, "table", runs_dir, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    shown = [[c.strip() for c in line.strip("│").split("│")] for line in terminal.splitlines()
+             if line.startswith("│") and not line.startswith("│ Method")]
+    assert len(rows) == len(shown)
+    for row, cells in zip(rows, shown):
+        noise = "clean" if row["noise_type"] == "clean" else f"{row['noise_type']} {row['noise_rate']}"
+        assert [row["method"], noise] == cells[:2] and row["n_seeds"] == cells[-1]
+        means = [f"{float(row[k]):.2f}" for k in row if k.endswith(" mean") and row[k] != ""]
+        assert means == [c.split(" ± ")[0] for c in cells[2:-1] if c != "-"]
