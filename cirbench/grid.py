@@ -88,8 +88,9 @@ class Grid:
         for key in ("epochs", "batch_size"):
             if not isinstance(getattr(self, key), int) or isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key} must be a whole number, got {getattr(self, key)!r}")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be a positive integer, got {self.epochs}")
+        if self.epochs < 0 or (self.epochs == 0 and not self._training_free()):
+            raise ConfigError(f"epochs must be a positive integer, got {self.epochs}"
+                              + (" (0 is for training-free methods: cirbench eval)" if self.epochs == 0 else ""))
         if self.batch_size < 2:
             raise ConfigError(f"batch_size must be an integer >= 2, got {self.batch_size}")
         for key in ("methods", "datasets", "noise_rates", "seeds"):
@@ -109,6 +110,13 @@ class Grid:
                                   f"({', '.join(self.methods)}); write METHOD.KEY=VALUE for one of them, or add "
                                   f"{name} to the methods (-m)")
         return self
+
+    def _training_free(self) -> bool:
+        """Whether every method of the grid trains nothing (``zero-shot:*``)."""
+        from .registry import get_method
+
+        return bool(self.methods) and all(get_method(m.partition(":")[0]).training_free
+                                          for m in expand_methods(self.methods))
 
     def summary(self) -> str:
         """"32 runs (4 methods × 2 datasets × 4 noise rates × 1 seeds)"; the grid must be validated."""

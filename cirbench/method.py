@@ -54,6 +54,7 @@ class Method(nn.Module):
 
     name: str = "?"  # set by @register_method
     needs_tokens: bool = False
+    training_free: bool = False  # no stages: scored by `cirbench eval`, left out of wildcard (training) grids
     arg_hparam: Optional[str] = None  # the hyper-parameter that "name:arg" sets (e.g. SPN's base)
     variants: ClassVar[Dict[str, Variant]] = {}  # cirbench's named configurations ("name:variant")
 

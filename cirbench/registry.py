@@ -122,7 +122,8 @@ def expand_methods(patterns: List[str]) -> List[str]:
     out: List[str] = []
     for pat in patterns:
         if any(ch in pat for ch in "*?["):
-            names = list_methods(pat, variants=True)
+            names = [n for n in list_methods(pat, variants=True)  # training-free methods are named, not matched
+                     if not get_method(n.partition(":")[0]).training_free]
             if not names:
                 raise ConfigError(f"no registered method matches {pat!r} (registered: {', '.join(list_methods())}; "
                                   "`cirbench list methods`)")

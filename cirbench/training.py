@@ -265,6 +265,10 @@ def fit(method: Method, train: TrainingSet, validate: Callable[[Method], Validat
             on_epoch(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", sel=f"{val.selection:.1f}")
         saved = None
+    if not stages:  # a training-free method (zero-shot): scored once as it is
+        val = validate(method)
+        on_best(val)
+        state.update(best=val.metrics, last=val.metrics)
     return {k: state[k] for k in ("history", "best", "last", "best_epoch")}
 
 

@@ -13,6 +13,7 @@ from ..devices import configure_cpu_threads
 from ..errors import CirbenchError, Interrupted
 from .catalog import list_
 from .data import data, noise
+from .evaluate import evaluate
 from .leaderboard import leaderboard
 from .results import plot, results, robustness, table
 from .run import run
@@ -47,7 +48,7 @@ def cli(quiet: bool, threads: Optional[int]) -> None:
     configure_cpu_threads(threads)
 
 
-for command in (run, table, results, list_, data, noise, score, submit, leaderboard, robustness, plot):
+for command in (run, evaluate, table, results, list_, data, noise, score, submit, leaderboard, robustness, plot):
     cli.add_command(command)
 
 

@@ -15,7 +15,8 @@ def list_(what: str):
         for name in list_methods():
             cls = get_method(name)
             doc = (cls.__doc__ or "").strip().splitlines()
-            click.echo(f"{name:<16} {doc[0] if doc else ''}")
+            tag = "[training-free: cirbench eval] " if cls.training_free else ""
+            click.echo(f"{name:<16} {tag}{doc[0] if doc else ''}")
             for variant, spec in cls.variants.items():  # cirbench's configurations beside the paper's method
                 click.echo(f"  {name + ':' + variant:<14} [cirbench's variant] {spec.description}")
     elif what == "datasets":
