@@ -19,7 +19,7 @@ from .options import (
     preprocess_option,
 )
 
-#: The zero-shot rows of CIR papers: image only, text only, and the normalised sum.
+#: The zero-shot rows of CIR papers: image only, text only, and CLIP4Cir's sum.
 ZERO_SHOT = ("zero-shot:image", "zero-shot:text", "zero-shot:sum")
 
 
