@@ -37,6 +37,34 @@ TINY_ARCH = "cirbench-tiny"
 open_clip.add_model_config(CONFIG_DIR)
 
 
+#: Buffers of OpenAI's CLIP state dict that open_clip's model does not have.
+_OPENAI_ONLY = ("input_resolution", "context_length", "vocab_size")
+
+
+def clip4cir_state(path: Path) -> Optional[dict]:
+    """The CLIP weights of a CLIP4Cir checkpoint, ``{"epoch": N, "CLIP": state_dict}`` as ABaldrati/CLIP4Cir's
+    ``utils.save_model`` writes a fine-tuned model (the key is the model's class name, ``CLIP``; the state
+    dict is OpenAI's, whose parameter names open_clip keeps); None for any other file."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not (isinstance(blob, dict) and isinstance(blob.get("CLIP"), dict)):
+        return None
+    return {k: v for k, v in blob["CLIP"].items() if k not in _OPENAI_ONLY}
+
+
+def _load_state(arch: str, state: dict, path: str):
+    model, _, preprocess = open_clip.create_model_and_transforms(arch)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"the CLIP4Cir checkpoint {path} does not fit open_clip:{arch} ({first}); pass the "
+                          "architecture it was fine-tuned from (e.g. --backbone open_clip:RN50x4)") from None
+    return model, preprocess
+
+
 class OpenClipBackbone(Backbone):
     """An open_clip CLIP model, frozen or with chosen towers fine-tuned; token features are projected into the
     joint space."""
@@ -56,8 +84,12 @@ class OpenClipBackbone(Backbone):
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained)
         except RuntimeError as exc:  # open_clip: unknown model / unknown tag / weights of another model
-            raise ConfigError(f"open_clip could not build {arch!r} with weights {weights!r}: {exc}; pass a tag "
-                              f"of open_clip.list_pretrained() for {arch} or a local checkpoint file") from None
+            state = clip4cir_state(Path(pretrained)) if weights_id.startswith("file:") else None
+            if state is not None:  # a CLIP4Cir checkpoint: its fine-tuned CLIP under "CLIP"
+                model, preprocess = _load_state(arch, state, pretrained)
+            else:
+                raise ConfigError(f"open_clip could not build {arch!r} with weights {weights!r}: {exc}; pass a tag "
+                                  f"of open_clip.list_pretrained() for {arch} or a local checkpoint file") from None
         except Exception as exc:  # a local file that is not a torch checkpoint: empty, random bytes, truncated
             if not weights_id.startswith("file:"):
                 raise

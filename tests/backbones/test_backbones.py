@@ -74,3 +74,23 @@ def test_feature_cache_is_reused_and_keyed_by_inputs(tiny, tmp_path, monkeypatch
     monkeypatch.undo()
     texts = text_features(tiny, ["a red circle", "a", "a red circle"], tokens=True, cache_dir=cache)
     assert texts.keys == ["a red circle", "a"] and texts.features.tokens.shape[1] == 5
+
+
+def test_a_clip4cir_checkpoint_loads_as_the_weights_of_its_architecture(tmp_path):
+    """Issue 17: CLIP4Cir's fine-tuned model file (utils.save_model: {"epoch", "CLIP": OpenAI state dict}) is a
+    --weights file: the backbone holds exactly its weights; one that does not fit the architecture is one line."""
+    from cirbench.backbones.openclip import OpenClipBackbone
+    from cirbench.errors import ConfigError
+
+    source = OpenClipBackbone("cirbench-tiny", None)
+    with torch.no_grad():
+        for p in source.model.parameters():
+            p.add_(torch.randn_like(p))  # weights no fresh model has
+    state = {**source.model.state_dict(), "input_resolution": torch.tensor(64), "context_length": torch.tensor(77),
+             "vocab_size": torch.tensor(49408)}  # OpenAI's extra buffers
+    torch.save({"epoch": 7, "CLIP": state}, tmp_path / "tuned_clip_best.pt")
+    loaded = OpenClipBackbone("cirbench-tiny", str(tmp_path / "tuned_clip_best.pt"))
+    for (name, a), b in zip(source.model.state_dict().items(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="does not fit open_clip:RN50.*pass the architecture it was fine-tuned"):
+        OpenClipBackbone("RN50", str(tmp_path / "tuned_clip_best.pt"))
