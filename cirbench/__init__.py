@@ -6,7 +6,7 @@ reads finished runs, ``cirbench.tables(runs)`` builds the paper-style tables, ``
 prediction file.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["__version__", "load_runs", "run", "score", "tables"]
 

@@ -18,7 +18,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from . import __version__
 from .backbones import build_backbone
 from .data import datasets
 from .data.noise import inject_noise, save_manifest
@@ -36,6 +35,7 @@ from .runs import KEEP_CHOICES, RunDir, RunRecord, RunSpec
 from .towers import TrainableTowers, trained_towers
 from .training import TrainConfig, TrainingSet, Validation, fit
 from .types import Dims
+from .version import __version__
 
 TRAIN_VAL = ("train", "val")
 log = logging.getLogger("cirbench")
@@ -210,8 +210,9 @@ class _CellTraining:
         on_disk = [t.reference in data.image_paths and t.target in data.image_paths for t in self.noise.triplets]
         annotated = [t for t, kept in zip(self.noise.triplets, on_disk) if kept]
         noisy = sum(flag and kept for flag, kept in zip(self.noise.is_noisy.tolist(), on_disk))
-        log.info("label noise %s at rate %g (seed %d): %d of the %d training triplets corrupted%s", spec.noise_type,
-                 spec.noise_rate, spec.noise_seed, noisy, len(annotated),
+        log.info("label noise %s at rate %g (seed %d): %d of the %d training triplets corrupted, realised rate %.4f%s",
+                 spec.noise_type, spec.noise_rate, spec.noise_seed, noisy, len(annotated),
+                 noisy / len(annotated) if annotated else 0.0,
                  "" if len(annotated) == len(on_disk) else f" ({len(on_disk)} annotated, the others lack images)")
         self.qids = [t.qid for t in annotated]
         run = RunContext(spec, data, annotated, built.images, ws.backbone(spec), run_dir.path, ws.cache_dir, ws.device)
@@ -308,7 +309,8 @@ def execute(spec: RunSpec, out_dir: Path, ws: Workspace, force: bool = False, ke
 
 
 def run_grid(cells: Sequence[RunSpec], out_dir: Path, ws: Workspace, force: bool = False, keep: str = "checkpoints",
-             log: str = "none", report: Callable[[int, RunSpec, dict, float], None] = lambda i, cell, metrics, seconds: None
+             log: str = "none",
+             report: Callable[[int, RunSpec, dict, float], None] = lambda i, cell, metrics, seconds: None
              ) -> List[RunRecord]:
     """Run (or finish, or reuse) every cell in order; ``report(i, cell, metrics, seconds)`` after each.
     Every cell still to run is checked first (:func:`check_cells`): a mistake in the last cell's data

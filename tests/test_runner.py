@@ -133,7 +133,8 @@ def test_real_layout_folders_with_missing_images_run(tmp_path, ws, make_fashioni
     # issue 18 item 3: the noise is counted among the triplets trained on
     trained = 8 if layout == "fashioniq" else 1
     (noise_line,) = [r.getMessage() for r in caplog.records if "label noise" in r.getMessage()]
-    assert f"of the {trained} training triplets corrupted ({trained + 1} annotated" in noise_line
+    assert f"of the {trained} training triplets corrupted, realised rate" in noise_line
+    assert f"({trained + 1} annotated, the others lack images)" in noise_line
     manifest = load_manifest(tmp_path / s.dirname() / "noise_manifest.json")
     assert manifest["n_triplets"] == (9 if layout == "fashioniq" else 2)  # drawn on the annotations, as `cirbench noise`
     # issue 18 item 3: the tables say how much of the val split was scored

@@ -71,8 +71,8 @@ def plot(runs_dir: Path, out: Path, which: str, dpi: int):
                    "provenance), plus the folders left out and why.")
 def results(runs_dir: Path, as_json: bool):
     """List the finished runs under RUNS_DIR (one line each), or write them all as one JSON document."""
-    from .. import __version__
     from ..eval.evaluation import primary_value
+    from ..version import __version__
 
     runs = read_runs_or_fail(runs_dir)
     if as_json:
