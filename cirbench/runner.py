@@ -22,7 +22,7 @@ from .backbones import build_backbone
 from .data import datasets
 from .data.noise import inject_noise, save_manifest
 from .data.triplets import CIRDataset, Split, Triplet, eval_text, train_texts
-from .errors import RESTART_CELL, ConfigError, Interrupted
+from .errors import RESTART_CELL, Interrupted
 from .eval.detection import detection_metrics
 from .eval.evaluation import EvalResult, evaluate, selection_value
 from .features import FeatureTable, image_features, text_features
@@ -31,7 +31,7 @@ from .method import Method
 from .paths import cache_dir as default_cache_dir
 from .registry import resolve_name
 from .report.tensorboard import TensorBoardLog, check_log
-from .runs import KEEP_CHOICES, RunDir, RunRecord, RunSpec
+from .runs import RunDir, RunRecord, RunSpec, check_keep
 from .towers import TrainableTowers, trained_towers
 from .training import TrainConfig, TrainingSet, Validation, fit
 from .types import Dims
@@ -315,8 +315,7 @@ def run_grid(cells: Sequence[RunSpec], out_dir: Path, ws: Workspace, force: bool
     """Run (or finish, or reuse) every cell in order; ``report(i, cell, metrics, seconds)`` after each.
     Every cell still to run is checked first (:func:`check_cells`): a mistake in the last cell's data
     folder is found before the first cell trains."""
-    if keep not in KEEP_CHOICES:
-        raise ConfigError(f"keep must be one of {', '.join(KEEP_CHOICES)}, got {keep!r}")
+    check_keep(keep)
     check_log(log)
     check_cells([cell for cell in cells if not RunDir(Path(out_dir) / cell.dirname()).finished], ws)
     done = []

@@ -317,8 +317,7 @@ class RunDir:
         """After the run finished: keep its ``checkpoint.pt`` and ``best_model.pt`` (``keep="checkpoints"``),
         the best model alone (``"best"``: what ``cirbench submit`` and re-ranking need) or neither
         (``"none"``: metrics, history and predictions stay)."""
-        if keep not in KEEP_CHOICES:
-            raise ConfigError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got {keep!r}")
+        check_keep(keep)
         drop = {"checkpoints": (), "best": (self.checkpoint_file,),
                 "none": (self.checkpoint_file, self.best_model_file)}[keep]
         for f in drop:
@@ -350,6 +349,12 @@ class RunDir:
         write_json(self.metrics_file, metrics)
 
 
+def check_keep(keep: str) -> None:
+    """A ConfigError unless ``keep`` is one of :data:`KEEP_CHOICES` (``--keep``)."""
+    if keep not in KEEP_CHOICES:
+        raise ConfigError(f"--keep must be one of {', '.join(KEEP_CHOICES)}, got {keep!r}")
+
+
 def read_runs(root) -> RunRecords:
     """Every finished run under ``root`` (recursive); folders with a ``config.json`` or
     ``metrics.json`` that are not finished runs are listed in ``.skipped``."""
@@ -367,5 +372,5 @@ def read_runs(root) -> RunRecords:
     return RunRecords(runs, skipped, unreadable)
 
 
-__all__ = ["DEFAULT_PREPROCESS", "KEEP_CHOICES", "NOISE_SEED_SAME", "TARGETPAD_RATIO", "RunDir", "RunRecord", "RunRecords", "RunSpec",
-           "parse_noise_seed", "parse_preprocess", "read_runs", "targetpad_ratio"]
+__all__ = ["DEFAULT_PREPROCESS", "KEEP_CHOICES", "NOISE_SEED_SAME", "TARGETPAD_RATIO", "RunDir", "RunRecord", "RunRecords",
+           "RunSpec", "check_keep", "parse_noise_seed", "parse_preprocess", "read_runs", "targetpad_ratio"]

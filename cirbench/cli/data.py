@@ -64,11 +64,11 @@ def noise(dataset: str, annotations: Path, rate: float, noise_type: str, seed: i
     from ..data.noise import manifest_from_annotations, save_manifest
 
     manifest = manifest_from_annotations(dataset, annotations, rate, noise_type, seed)
-    if export_dir is not None and export_dir.exists() and any(export_dir.iterdir()):  # before writing anything
-        raise click.UsageError(f"--export-annotations {export_dir} exists and is not empty; choose a new folder")
+    written = None
+    if export_dir is not None:  # first: it refuses a folder that is not empty before anything is written
+        written = export_noisy_annotations(dataset, annotations, manifest, export_dir)
     save_manifest(manifest, out)
     click.echo(f"{manifest['n_noisy']} of {manifest['n_triplets']} training triplets corrupted "
                f"({noise_type}, realised rate {manifest['realised_rate']:.4f}, seed {seed}) -> {out}")
-    if export_dir is not None:
-        written = export_noisy_annotations(dataset, annotations, manifest, export_dir)
+    if written is not None:
         click.echo(f"noisy annotations -> {export_dir} ({', '.join(p.name for p in written)})")

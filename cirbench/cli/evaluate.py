@@ -9,6 +9,7 @@ import click
 
 from .options import (
     cache_dir_option,
+    cell_reporter,
     data_root_option,
     device_option,
     force_option,
@@ -55,7 +56,6 @@ def evaluate(methods, datasets_, backbone, weights, preprocess, data_roots, run_
     from ..grid import Grid
     from ..report.tables import build_tables, render_all
     from ..runner import run_grid
-    from .options import cell_reporter
 
     kw = {"methods": list(methods) or list(ZERO_SHOT), "noise_rates": [0.0], "seeds": [0], "epochs": 0,
           "backbone": backbone, "weights": weights, "preprocess": parse_preprocess_option(preprocess)}

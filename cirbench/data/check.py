@@ -27,6 +27,7 @@ from .loaders import (
     FASHIONIQ_LAYOUT,
     FASHIONIQ_SPLITS,
     IMAGE_EXTENSIONS,
+    find_cirr_annotations,
     load_cirr,
     load_fashioniq,
     resolve_cirr_images,
@@ -153,8 +154,7 @@ def _check_fashioniq(root: Path, report: Report, images: bool) -> None:
 
 
 def _check_cirr(root: Path, report: Report, images: bool) -> None:
-    ann = next((d for d in (root, root / "cirr") if (d / "captions").is_dir() or (d / "image_splits").is_dir()),
-               None)
+    ann = find_cirr_annotations(root)
     if ann is None:
         report.errors.append(f"no CIRR annotations in {root}: neither {root / 'captions'} nor "
                              f"{root / 'cirr' / 'captions'} exists")

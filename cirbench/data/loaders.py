@@ -238,9 +238,16 @@ def _read_json(path: Path, layout_help: str):
                      missing=f"missing annotation file {path.name}: expected it at {path}; {one_line(layout_help)}")
 
 
+def find_cirr_annotations(root: Path) -> Optional[Path]:
+    """Where a CIRR folder keeps its ``captions/`` and ``image_splits/``: the folder itself or its ``cirr/``
+    (None when neither has them)."""
+    return next((d for d in (root, root / "cirr") if (d / "captions").is_dir() or (d / "image_splits").is_dir()),
+                None)
+
+
 def cirr_annotation_dir(root: Path) -> Path:
-    """Where a CIRR folder keeps its ``captions/`` and ``image_splits/``: the folder itself or its ``cirr/``."""
-    ann = next((d for d in (root, root / "cirr") if (d / "captions").is_dir() or (d / "image_splits").is_dir()), None)
+    """:func:`find_cirr_annotations`, or a DataError naming both places and the layout."""
+    ann = find_cirr_annotations(root)
     if ann is None:
         raise DataError(f"no CIRR annotations in {root}: neither {root / 'captions'} nor "
                         f"{root / 'cirr' / 'captions'} exists; {one_line(CIRR_LAYOUT)}")
