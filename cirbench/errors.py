@@ -23,5 +23,10 @@ class Interrupted(Exception):
         self.cell = cell
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for a one-line error."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 #: What to do about a run folder whose files cirbench cannot continue from.
 RESTART_CELL = "pass --force to start this cell again"

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional, Type
 
 import yaml
 
-from .errors import DataError
+from .errors import DataError, first_line
 
 #: ``<host>-<pid>``: the writer of a temporary file, so that a later process can tell a killed
 #: writer's leftovers (this host, no such process) from a live writer's (another process, another host).
@@ -110,8 +110,7 @@ def load_torch(path, what: str, map_location=None, hint: str = "") -> Any:
     except OSError as exc:
         raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # empty (EOFError), random bytes (UnpicklingError), truncated zip (RuntimeError)
-        first_line = (str(exc).splitlines() or [""])[0]
-        reason = "it is empty" if path.stat().st_size == 0 else f"{type(exc).__name__}: {first_line}"
+        reason = "it is empty" if path.stat().st_size == 0 else f"{type(exc).__name__}: {first_line(exc)}"
         raise DataError(f"{what} {path} is unreadable, corrupt or truncated ({reason})"
                         + (f"; {hint}" if hint else "")) from None
 

@@ -202,6 +202,11 @@ class RunRecords(list):
         self.skipped = list(skipped)
         self.unreadable = dict(unreadable or {})
 
+    @property
+    def unfinished(self) -> list:
+        """The skipped folders that are readable: runs still running, failed or interrupted."""
+        return [d for d in self.skipped if d not in self.unreadable]
+
 
 class RunDir:
     """A run's folder: where each of its files lives, and reading and writing them (atomically)."""
@@ -372,5 +377,5 @@ def read_runs(root) -> RunRecords:
     return RunRecords(runs, skipped, unreadable)
 
 
-__all__ = ["DEFAULT_PREPROCESS", "KEEP_CHOICES", "NOISE_SEED_SAME", "TARGETPAD_RATIO", "RunDir", "RunRecord", "RunRecords",
-           "RunSpec", "check_keep", "parse_noise_seed", "parse_preprocess", "read_runs", "targetpad_ratio"]
+__all__ = ["DEFAULT_PREPROCESS", "KEEP_CHOICES", "NOISE_SEED_SAME", "TARGETPAD_RATIO", "RunDir", "RunRecord",
+           "RunRecords", "RunSpec", "check_keep", "parse_noise_seed", "parse_preprocess", "read_runs", "targetpad_ratio"]

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..files import read_json
 from ..types import Features
 from .base import Backbone, file_fingerprint
@@ -150,8 +150,7 @@ def load_folder(folder) -> Blip2Backbone:
                                                                     output_loading_info=True)
         tokenizer = tf.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except Exception as exc:  # missing / corrupt weight or tokenizer files (OSError, ValueError, safetensors)
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"cannot load BLIP-2 from {folder} ({reason}); use {hint}") from None
+        raise ConfigError(f"cannot load BLIP-2 from {folder} ({first_line(exc)}); use {hint}") from None
     if info.get("missing_keys"):
         raise ConfigError(f"{folder} lacks weights for {len(info['missing_keys'])} parameter(s) of {ARCHITECTURE}, "
                           f"e.g. {sorted(info['missing_keys'])[0]!r}; they would be random. Use {hint}")

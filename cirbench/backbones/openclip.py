@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from open_clip.modified_resnet import ModifiedResNet
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..types import Features
 from .base import TOWERS, Backbone, file_fingerprint
 from .registry import register_backbone
@@ -59,8 +59,7 @@ def _load_state(arch: str, state: dict, path: str):
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"the CLIP4Cir checkpoint {path} does not fit open_clip:{arch} ({first}); pass the "
+        raise ConfigError(f"the CLIP4Cir checkpoint {path} does not fit open_clip:{arch} ({first_line(exc)}); pass the "
                           "architecture it was fine-tuned from (e.g. --backbone open_clip:RN50x4)") from None
     return model, preprocess
 

@@ -156,7 +156,7 @@ def read_runs_or_fail(runs_dir: Path):
 def note_left_out(runs, most: int = 10) -> None:
     """Under a report: the run folders it left out, those whose files cannot be read (and why) and those
     not finished (still running, failed or interrupted), the first ``most`` of each by name."""
-    unfinished = [d for d in runs.skipped if d not in runs.unreadable]
+    unfinished = runs.unfinished
     for folder, why in list(runs.unreadable.items())[:most]:
         click.echo(f"left out (unreadable): {folder}: {why}; run its command again with --force to redo it",
                    err=True)

@@ -76,12 +76,11 @@ def results(runs_dir: Path, as_json: bool):
 
     runs = read_runs_or_fail(runs_dir)
     if as_json:
-        unfinished = [d for d in runs.skipped if d not in runs.unreadable]
         click.echo(json.dumps({
             "cirbench": __version__, "runs_dir": str(runs_dir),
             "runs": [{"dir": str(r.dir.relative_to(runs_dir)), "config": r.config, "metrics": r.metrics} for r in runs],
             "left_out": {**{str(d.relative_to(runs_dir)): why for d, why in runs.unreadable.items()},
-                         **{str(d.relative_to(runs_dir)): "not finished" for d in unfinished}},
+                         **{str(d.relative_to(runs_dir)): "not finished" for d in runs.unfinished}},
         }, indent=1))
         return
     for r in runs:
